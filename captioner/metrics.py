@@ -62,8 +62,8 @@ _OTHER_CLITIC = re.compile(r"(?<=\w)'(s|re|ve|ll|d|m)\b")
 _CANNOT = re.compile(r"\bcannot\b")
 _TOKEN = re.compile(
     r"""
-      n't(?=\s|$)                        # clitic already split off
-    | '(?:s|re|ve|ll|d|m)(?=\s|$)        # clitic already split off
+      n't(?![^\W_])                      # clitic already split off
+    | '(?:s|re|ve|ll|d|m)(?![^\W_])      # clitic already split off
     | \d+(?:[,:]\d+)+                    # 1,000  10:30
     | (?:[^\W\d_]\.){2,}                 # acronyms: u.s.  a.m.
     | [^\W_]+(?:[-&/.][^\W_]+)*          # words, t-shirt, black-and-white, 3.5

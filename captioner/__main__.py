@@ -1,0 +1,7 @@
+"""``python -m captioner`` (also what ``torchrun -m captioner`` runs)."""
+
+import sys
+
+from captioner.cli import main
+
+sys.exit(main())

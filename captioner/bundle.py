@@ -1,0 +1,167 @@
+"""A trained model on disk: ``manifest.json`` plus safetensors weight files. No pickle anywhere.
+
+The manifest says everything needed to rebuild the model without the training code: format
+version, task, encoder name and preprocessing, decoder config, vocabulary or class names,
+decoding defaults, how it was trained, its metrics, and the sha256 of every weight file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from captioner.encoders import sha256_file
+
+FORMAT = "captioner-bundle"
+FORMAT_VERSION = 1
+TASKS = ("caption", "activity")
+MANIFEST = "manifest.json"
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used: missing files, wrong hash, unknown version, bad shapes."""
+
+
+@dataclass
+class Bundle:
+    """A bundle read from disk: its manifest and its weight tensors by file name."""
+
+    path: Path
+    manifest: dict
+    weights: dict[str, dict[str, torch.Tensor]]
+
+    @property
+    def task(self) -> str:
+        return self.manifest["task"]
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_bundle(
+    path: str | os.PathLike,
+    manifest: dict,
+    weights: dict[str, dict[str, torch.Tensor]],
+) -> Path:
+    """Write ``weights`` ({file name: state dict}) and a manifest with their hashes to ``path``.
+
+    ``manifest`` holds the task-specific fields (``task``, ``encoder``, ``model``, ...); this
+    function adds the format, version and file hashes.
+    """
+    if manifest.get("task") not in TASKS:
+        raise BundleError(f"manifest task must be one of {TASKS}, got {manifest.get('task')!r}")
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, state in weights.items():
+        if not name.endswith(".safetensors") or "/" in name:
+            raise BundleError(
+                f"weight file names must be plain '*.safetensors' names, got {name!r}"
+            )
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        _atomic_write(out / name, lambda tmp, t=tensors: save_file(t, tmp))
+        files[name] = {"sha256": sha256_file(out / name), "bytes": (out / name).stat().st_size}
+    full = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest, "files": files}
+    text = json.dumps(full, indent=2, sort_keys=False) + "\n"
+    _atomic_write(out / MANIFEST, lambda tmp: Path(tmp).write_text(text))
+    return out
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    """Read and check a bundle's manifest (format, version, task), without loading weights."""
+    folder = Path(path)
+    file = folder / MANIFEST if folder.is_dir() else folder
+    if not file.is_file():
+        raise BundleError(
+            f"no bundle at {path}: expected a folder with {MANIFEST} and *.safetensors files "
+            "(as written by 'captioner train')"
+        )
+    try:
+        manifest = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{file} is not valid JSON: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{file} is not a captioner bundle manifest (format != {FORMAT!r})")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{file} has bundle format version {version!r}; this captioner reads version "
+            f"{FORMAT_VERSION}. Upgrade captioner or re-export the bundle."
+        )
+    if manifest.get("task") not in TASKS:
+        raise BundleError(f"{file}: unknown task {manifest.get('task')!r}, expected one of {TASKS}")
+    if not isinstance(manifest.get("files"), dict) or not manifest["files"]:
+        raise BundleError(f"{file} lists no weight files")
+    return manifest
+
+
+def load_bundle(path: str | os.PathLike) -> Bundle:
+    """Read a bundle, checking every weight file's sha256 against the manifest."""
+    folder = Path(path)
+    if folder.is_file():
+        folder = folder.parent
+    manifest = read_manifest(folder)
+    weights = {}
+    for name, meta in manifest["files"].items():
+        file = folder / name
+        if not file.is_file():
+            raise BundleError(f"bundle {folder} is missing its weight file {name}")
+        digest = sha256_file(file)
+        if digest != meta.get("sha256"):
+            raise BundleError(
+                f"{file} has sha256 {digest} but the manifest says {meta.get('sha256')}: "
+                "the file is corrupt or was changed; copy the bundle again"
+            )
+        weights[name] = load_file(str(file))
+    return Bundle(folder, manifest, weights)
+
+
+def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """``load_state_dict(strict=True)`` with shape mismatches reported as a BundleError."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [
+        f"{k}: bundle {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:5]}")
+        if wrong:
+            parts.append(f"mismatched shapes {wrong[:5]}")
+        raise BundleError(
+            f"{what} weights do not fit the config in the manifest: " + "; ".join(parts)
+        )
+    module.load_state_dict(state, strict=True)
+
+
+def record_metrics(path: str | os.PathLike, name: str, values: dict) -> None:
+    """Store evaluation results in a bundle's manifest under ``metrics[name]`` (atomic rewrite).
+
+    The manifest is not covered by the weight hashes, so the weights stay valid.
+    """
+    folder = Path(path)
+    manifest = read_manifest(folder)
+    manifest.setdefault("metrics", {})[name] = values
+    text = json.dumps(manifest, indent=2) + "\n"
+    _atomic_write(folder / MANIFEST, lambda tmp: Path(tmp).write_text(text))

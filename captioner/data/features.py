@@ -1,0 +1,147 @@
+"""Feature cache: the frozen encoder runs once per image; training epochs read a memory map.
+
+Layout of a cache folder: ``features.npy`` (rows, N, C) float16 memory map, ``done.npy`` (rows,)
+bool mask of rows written, and ``index.json`` (encoder, preprocessing, the file name of each row,
+and the files that could not be read). Interrupted builds resume where they stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from captioner.data.images import ImageFiles, image_loader
+
+log = logging.getLogger(__name__)
+
+INDEX = "index.json"
+
+
+def cache_key(encoder_name: str, preprocess: dict, images_root: str | os.PathLike) -> str:
+    """A short stable id for (encoder, preprocessing, image folder)."""
+    text = json.dumps(
+        [encoder_name, preprocess, str(Path(images_root).resolve())], sort_keys=True
+    ).encode()
+    return hashlib.sha1(text).hexdigest()[:16]
+
+
+class FeatureCache:
+    """Read access to a finished cache: ``cache[file_name]`` -> (N, C) float16 array."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        meta = json.loads((self.folder / INDEX).read_text())
+        self.meta = meta
+        self.rows: dict[str, int] = {name: i for i, name in enumerate(meta["files"])}
+        self.failed: dict[str, str] = meta.get("failed", {})
+        self.array = np.load(self.folder / "features.npy", mmap_mode="r")
+        self.done = np.load(self.folder / "done.npy")
+
+    def __contains__(self, name: str) -> bool:
+        row = self.rows.get(name)
+        return row is not None and bool(self.done[row])
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.array[self.rows[name]]
+
+    def tensor(self, names: Sequence[str]) -> torch.Tensor:
+        """Rows for ``names`` stacked into a float32 (B, N, C) tensor."""
+        idx = np.array([self.rows[n] for n in names])
+        return torch.from_numpy(np.ascontiguousarray(self.array[idx])).float()
+
+    def load_all(self, names: Sequence[str]) -> torch.Tensor:
+        """All rows for ``names`` in RAM as float16 (B, N, C): fast random access for training."""
+        idx = np.array([self.rows[n] for n in names])
+        return torch.from_numpy(np.ascontiguousarray(self.array[idx]))
+
+
+def build_feature_cache(
+    encode,
+    encoder_name: str,
+    preprocess,
+    images_root: str | os.PathLike,
+    file_names: Sequence[str],
+    folder: str | os.PathLike,
+    feature_shape: tuple[int, int],
+    batch_size: int = 32,
+    workers: int = 2,
+    progress: bool = True,
+) -> FeatureCache:
+    """Encode every image in ``file_names`` (relative to ``images_root``) once, resumably.
+
+    ``encode`` maps a (B, 3, S, S) uint8 batch to (B, N, C) features. Unreadable images are
+    recorded in ``index.json`` under ``failed`` with the reason, and skipped.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = list(dict.fromkeys(file_names))
+    meta = {
+        "encoder": encoder_name,
+        "preprocess": preprocess.to_dict(),
+        "images_root": str(Path(images_root).resolve()),
+        "shape": [len(names), *feature_shape],
+        "dtype": "float16",
+        "files": names,
+    }
+    feat_path, done_path, index_path = folder / "features.npy", folder / "done.npy", folder / INDEX
+    old = json.loads(index_path.read_text()) if index_path.exists() else None
+    reuse = (
+        old is not None
+        and {k: old.get(k) for k in meta} == meta
+        and feat_path.exists()
+        and done_path.exists()
+    )
+    if reuse:
+        array = np.load(feat_path, mmap_mode="r+")
+        done = np.load(done_path)
+        failed = old.get("failed", {})
+    else:
+        array = np.lib.format.open_memmap(
+            feat_path, mode="w+", dtype=np.float16, shape=(len(names), *feature_shape)
+        )
+        done = np.zeros(len(names), dtype=bool)
+        failed = {}
+    _write_index(index_path, {**meta, "failed": failed})  # so an interrupted build resumes
+    np.save(done_path, done)
+    todo = [i for i in range(len(names)) if not done[i] and names[i] not in failed]
+    if todo:
+        log.info("encoding %d of %d images into %s", len(todo), len(names), folder)
+        dataset = ImageFiles([Path(images_root) / names[i] for i in todo], preprocess)
+        loader = image_loader(dataset, batch_size, workers)
+        bar = tqdm(total=len(todo), desc="encoding images", unit="img", disable=not progress)
+        for batch in loader:
+            ok = [j for j, e in enumerate(batch["error"]) if not e]
+            for j, err in enumerate(batch["error"]):
+                if err:
+                    name = names[todo[batch["index"][j]]]
+                    failed[name] = err
+                    log.warning("skipping %s: %s", name, err)
+            if ok:
+                feats = encode(batch["image"][ok]).float().cpu().numpy().astype(np.float16)
+                rows = [todo[batch["index"][j]] for j in ok]
+                array[rows] = feats
+                done[rows] = True
+            bar.update(len(batch["error"]))
+            if bar.n % (batch_size * 20) < batch_size:  # checkpoint progress now and then
+                array.flush()
+                np.save(done_path, done)
+        bar.close()
+        array.flush()
+    np.save(done_path, done)
+    _write_index(index_path, {**meta, "failed": failed})
+    del array
+    return FeatureCache(folder)
+
+
+def _write_index(path: Path, meta: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta))
+    os.replace(tmp, path)

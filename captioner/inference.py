@@ -1,0 +1,272 @@
+"""Ready-to-use models: bytes / paths / PIL images in, plain results out.
+
+This is the only room that puts encoder, decoder, decoding and media together; the CLI and the
+HTTP service both call it, so there is one path from an image to its caption.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from captioner.bundle import Bundle, BundleError, load_bundle, load_state_strict
+from captioner.decoding import Hypothesis, SearchConfig, decode, suppress_ids
+from captioner.encoders import Encoder, Preprocess, build_encoder
+from captioner.media import DEFAULT_LIMITS, ImageLimits, decode_image
+from captioner.models.caption import CaptionDecoder, CaptionDecoderConfig
+from captioner.vocab import UNK, Vocabulary
+
+log = logging.getLogger(__name__)
+
+ImageSource = str | os.PathLike | bytes | bytearray | Image.Image
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; a CUDA request without CUDA is a clear error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but no CUDA GPU is available; use 'cpu'")
+    return dev
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """fp16 autocast on CUDA; nothing on the CPU, so the CPU path runs the same code in fp32."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def prepare_encoder(encoder: Encoder, device: torch.device) -> Encoder:
+    """Eval mode on ``device``, channels_last (depthwise convs run ~2x faster in it, CPU too)."""
+    return encoder.eval().to(device, memory_format=torch.channels_last)
+
+
+@torch.inference_mode()
+def encode_images(encoder: Encoder, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(B, 3, S, S) uint8 -> (B, N, C) features: the one encoding path for inference and caches."""
+    x = images.to(device, non_blocking=True)
+    x = encoder.preprocess.normalize(x).contiguous(memory_format=torch.channels_last)
+    with autocast(device):
+        grid, _ = encoder(x)
+    return grid
+
+
+@dataclass
+class CaptionResult:
+    """A caption with its log-probability, n-best alternatives and optional attention."""
+
+    caption: str
+    log_prob: float
+    score: float
+    finished: bool
+    words: list[str]
+    alternatives: list[dict[str, Any]] = field(default_factory=list)
+    attention: list[list[float]] | None = None  # one grid (flattened, row-major) per word
+    grid: tuple[int, int] | None = None  # (rows, cols) of the attention grid
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Captioner:
+    """Image captioning: a CNN encoder and an attention-LSTM decoder with beam search."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        decoder: CaptionDecoder,
+        vocab: Vocabulary,
+        manifest: dict | None = None,
+        device: str | torch.device = "auto",
+        limits: ImageLimits = DEFAULT_LIMITS,
+    ):
+        self.device = resolve_device(device)
+        self.encoder = prepare_encoder(encoder, self.device)
+        self.decoder = decoder.eval().to(self.device)
+        self.vocab = vocab
+        self.manifest = manifest or {}
+        self.limits = limits
+        defaults = self.manifest.get("decoding", {})
+        self.default_search = SearchConfig(
+            beam_size=int(defaults.get("beam_size", 3)),
+            max_len=int(defaults.get("max_len", 20)),
+            length_penalty=float(defaults.get("length_penalty", 0.0)),
+            suppress=suppress_ids(vocab.itos, [UNK]),
+        )
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def from_bundle(
+        cls, bundle: str | os.PathLike | Bundle, device: str | torch.device = "auto"
+    ) -> Captioner:
+        """Load a caption bundle (hash-checked) and its encoder."""
+        b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        m = b.manifest
+        if m["task"] != "caption":
+            raise BundleError(f"{b.path} is a {m['task']!r} bundle, not a caption bundle")
+        try:
+            vocab = Vocabulary.from_dict(m["vocabulary"])
+            config = CaptionDecoderConfig.from_dict(m["model"])
+            enc_info = m["encoder"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{b.path}/manifest.json is incomplete or invalid: {exc}") from exc
+        if config.vocab_size != len(vocab):
+            raise BundleError(
+                f"{b.path}: decoder vocab_size {config.vocab_size} != {len(vocab)} vocabulary tokens"
+            )
+        encoder = build_encoder(enc_info["name"])
+        pre = Preprocess.from_dict(enc_info["preprocess"])
+        if pre != encoder.preprocess:
+            # Preprocessing travels with the bundle: a mismatch would give every image one caption.
+            encoder.preprocess = pre
+        if "encoder.safetensors" in b.weights:
+            load_state_strict(encoder.trunk, b.weights["encoder.safetensors"], "encoder")
+        if config.feature_dim != encoder.feature_dim:
+            raise BundleError(
+                f"{b.path}: decoder expects {config.feature_dim}-d features but encoder "
+                f"{enc_info['name']} gives {encoder.feature_dim}"
+            )
+        decoder = CaptionDecoder(config)
+        load_state_strict(decoder, b.weights["decoder.safetensors"], "decoder")
+        return cls(encoder, decoder, vocab, manifest=m, device=device)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.get("name", "captioner")
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.encoder.preprocess
+
+    # -- the pipeline: preprocess -> encode -> decode -> postprocess ------------------------
+
+    def load_image(self, source: ImageSource) -> torch.Tensor:
+        """Decode and validate one image (MediaError on bad input) -> (3, S, S) uint8."""
+        size = self.preprocess.size
+        image = decode_image(source, self.limits, draft=(size, size))
+        return self.preprocess.to_uint8(image)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) uint8 -> (B, N, C) feature grid on the model's device."""
+        return encode_images(self.encoder, images, self.device)
+
+    def search_config(
+        self,
+        beam_size: int | None = None,
+        n_best: int = 1,
+        max_len: int | None = None,
+        length_penalty: float | None = None,
+        return_attention: bool = False,
+    ) -> SearchConfig:
+        d = self.default_search
+        return SearchConfig(
+            beam_size=d.beam_size if beam_size is None else beam_size,
+            max_len=d.max_len if max_len is None else max_len,
+            n_best=n_best,
+            length_penalty=d.length_penalty if length_penalty is None else length_penalty,
+            suppress=d.suppress,
+            return_attention=return_attention,
+        )
+
+    @torch.inference_mode()
+    def caption_features(self, features: torch.Tensor, **options: Any) -> list[CaptionResult]:
+        """Decode a (B, N, C) feature grid batch; options as :meth:`search_config`."""
+        cfg = self.search_config(**options)
+        with autocast(self.device):
+            nbest = decode(self.decoder, features, cfg)
+        n = features.size(1)
+        side = int(round(n**0.5))
+        grid = (side, n // side) if side * (n // side) == n else (1, n)
+        return [self._result(hyps, grid) for hyps in nbest]
+
+    def caption_tensors(self, images: torch.Tensor, **options: Any) -> list[CaptionResult]:
+        """(B, 3, S, S) uint8 batch -> one result per image."""
+        return self.caption_features(self.encode(images), **options)
+
+    def caption_batch(self, items: Sequence[torch.Tensor], **options: Any) -> list[CaptionResult]:
+        """A list of (3, S, S) uint8 tensors (from :meth:`load_image`) -> results; for batchers."""
+        if not items:
+            return []
+        return self.caption_tensors(torch.stack(list(items)), **options)
+
+    def caption(
+        self,
+        images: ImageSource | Sequence[ImageSource],
+        beam_size: int | None = None,
+        n_best: int = 1,
+        max_len: int | None = None,
+        length_penalty: float | None = None,
+        return_attention: bool = False,
+        batch_size: int = 16,
+    ) -> CaptionResult | list[CaptionResult]:
+        """Caption one image (-> a result) or a list of them (-> a list, in order).
+
+        Sources are paths, bytes or PIL images. An unreadable image raises ``MediaError``
+        naming the problem; for many files with per-file errors, use ``captioner caption``.
+        """
+        single = isinstance(images, (str, os.PathLike, bytes, bytearray, Image.Image))
+        sources = [images] if single else list(images)
+        options = dict(
+            beam_size=beam_size,
+            n_best=n_best,
+            max_len=max_len,
+            length_penalty=length_penalty,
+            return_attention=return_attention,
+        )
+        self.search_config(**options).validate(len(self.vocab))
+        results: list[CaptionResult] = []
+        for start in range(0, len(sources), batch_size):
+            chunk = [self.load_image(s) for s in sources[start : start + batch_size]]
+            results.extend(self.caption_batch(chunk, **options))
+        return results[0] if single else results
+
+    def _result(self, hyps: list[Hypothesis], grid: tuple[int, int]) -> CaptionResult:
+        best = hyps[0]
+        words = [self.vocab.itos[i] for i in best.tokens]
+        alternatives = [
+            {"caption": self.vocab.decode(h.tokens), "log_prob": h.log_prob, "score": h.score}
+            for h in hyps
+        ]
+        attention = None
+        if best.attention is not None:
+            attention = [[round(float(v), 5) for v in row] for row in best.attention]
+        return CaptionResult(
+            caption=" ".join(words),
+            log_prob=best.log_prob,
+            score=best.score,
+            finished=best.finished,
+            words=words,
+            alternatives=alternatives,
+            attention=attention,
+            grid=grid if attention is not None else None,
+        )
+
+
+def default_bundle_dir(task: str = "caption") -> Path:
+    """The shipped default bundle for ``task``: ``$CAPTIONER_BUNDLE`` or ``weights/<task>-default``."""
+    env = os.environ.get(
+        "CAPTIONER_CAPTION_BUNDLE" if task == "caption" else "CAPTIONER_ACTIVITY_BUNDLE"
+    )
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "weights" / f"{task}-default"
+
+
+def load(path: str | os.PathLike | None = None, device: str | torch.device = "auto") -> Captioner:
+    """Load a bundle folder and return the ready model for its task (default: the shipped captioner)."""
+    folder = Path(path) if path is not None else default_bundle_dir("caption")
+    bundle = load_bundle(folder)
+    if bundle.task == "caption":
+        return Captioner.from_bundle(bundle, device=device)
+    raise BundleError(f"{folder}: task {bundle.task!r} is not supported by this version yet")

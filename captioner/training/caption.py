@@ -1,0 +1,337 @@
+"""Caption training and evaluation: the task-specific parts around the shared loop."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from captioner import metrics
+from captioner.bundle import save_bundle
+from captioner.data.captions import CaptionRecord, load_captions
+from captioner.data.features import build_feature_cache, cache_key
+from captioner.decoding import SearchConfig, decode, suppress_ids
+from captioner.encoders import Encoder, build_encoder
+from captioner.inference import Captioner, encode_images, prepare_encoder, resolve_device
+from captioner.models.caption import CaptionDecoder, CaptionDecoderConfig
+from captioner.training.loop import TrainConfig, fit
+from captioner.vocab import UNK, Vocabulary
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_root() -> Path:
+    """``$CAPTIONER_CACHE`` or ``~/.cache/captioner``."""
+    env = os.environ.get("CAPTIONER_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "captioner"
+
+
+def pad_captions(seqs: Sequence[Sequence[int]], pad_id: int = 0) -> torch.Tensor:
+    """Token id lists -> (B, T) right-padded tensor."""
+    width = max(len(s) for s in seqs)
+    out = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return out
+
+
+def generate(
+    decoder: CaptionDecoder,
+    vocab: Vocabulary,
+    features: torch.Tensor,
+    device: torch.device,
+    beam_size: int = 3,
+    max_len: int = 20,
+    batch_size: int = 64,
+) -> list[str]:
+    """Captions for a (M, N, C) float16/float32 feature tensor, in batches."""
+    cfg = SearchConfig(
+        beam_size=beam_size, max_len=max_len, suppress=suppress_ids(vocab.itos, [UNK])
+    )
+    out: list[str] = []
+    decoder.eval()
+    for start in range(0, features.size(0), batch_size):
+        chunk = features[start : start + batch_size].to(device).float()
+        out.extend(vocab.decode(h[0].tokens) for h in decode(decoder, chunk, cfg))
+    return out
+
+
+class CaptionTask:
+    """(image, caption) pairs over cached features, for :func:`captioner.training.loop.fit`."""
+
+    def __init__(
+        self,
+        model: CaptionDecoder,
+        vocab: Vocabulary,
+        train_features: torch.Tensor,
+        train_pairs: list[tuple[int, list[int]]],
+        val_features: torch.Tensor,
+        val_refs: list[list[str]],
+        device: torch.device,
+        batch_size: int = 64,
+        beam_size: int = 3,
+        max_len: int = 20,
+        scheduled_sampling: float = 0.0,
+        seed: int = 0,
+    ):
+        self.model = model
+        self.vocab = vocab
+        self.train_features = train_features
+        self.pairs = train_pairs
+        self.val_features = val_features
+        self.val_refs = val_refs
+        self.device = device
+        self.batch_size = batch_size
+        self.beam_size = beam_size
+        self.max_len = max_len
+        self.scheduled_sampling = scheduled_sampling
+        self.seed = seed
+
+    def num_batches(self) -> int:
+        return math.ceil(len(self.pairs) / self.batch_size)
+
+    def train_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        g = torch.Generator().manual_seed(self.seed * 1000 + epoch)
+        order = torch.randperm(len(self.pairs), generator=g).tolist()
+        for start in range(0, len(order), self.batch_size):
+            chunk = [self.pairs[i] for i in order[start : start + self.batch_size]]
+            rows = torch.tensor([r for r, _ in chunk])
+            feats = self.train_features[rows].to(self.device, non_blocking=True).float()
+            caps = pad_captions([c for _, c in chunk], self.vocab.pad_id).to(self.device)
+            yield feats, caps
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor], epoch: int) -> torch.Tensor:
+        feats, caps = batch
+        # Scheduled sampling ramps up over the first epochs (Bengio et al. 2015).
+        p = min(self.scheduled_sampling, self.scheduled_sampling * (epoch - 1) / 5)
+        return self.model(feats, caps, sample_prob=p).loss
+
+    def validate(self) -> dict[str, float]:
+        hyps = generate(
+            self.model, self.vocab, self.val_features, self.device, self.beam_size, self.max_len
+        )
+        refs = {i: r for i, r in enumerate(self.val_refs)}
+        return metrics.score(refs, {i: h for i, h in enumerate(hyps)})
+
+
+@dataclass
+class CachedSplit:
+    records: list[CaptionRecord]
+    features: torch.Tensor  # (M, N, C) float16, one row per kept record
+
+
+def cached_split(
+    records: list[CaptionRecord],
+    images: str | os.PathLike,
+    encoder: Encoder,
+    cache_root: Path,
+    device: torch.device,
+    batch_size: int = 32,
+    workers: int = 2,
+    progress: bool = True,
+) -> CachedSplit:
+    """Encode the split's images once (or reuse the cache) and load their features."""
+    encoder = prepare_encoder(encoder, device)
+    pre = encoder.preprocess
+    key = cache_key(encoder.name, pre.to_dict(), images)
+    with torch.inference_mode():
+        probe = encoder(torch.zeros(1, 3, pre.size, pre.size, device=device))[0]
+    cache = build_feature_cache(
+        lambda batch: encode_images(encoder, batch, device),
+        encoder.name,
+        pre,
+        images,
+        [r.file_name for r in records],
+        _split_folder(cache_root / "features" / key, records),
+        feature_shape=tuple(probe.shape[1:]),
+        batch_size=batch_size,
+        workers=workers,
+        progress=progress,
+    )
+    kept = [r for r in records if r.file_name in cache]
+    if len(kept) < len(records):
+        skipped = len(records) - len(kept)
+        log.warning("%d of %d images could not be read and are skipped", skipped, len(records))
+    if not kept:
+        raise ValueError(f"none of the {len(records)} images under {images} could be read")
+    return CachedSplit(kept, cache.load_all([r.file_name for r in kept]))
+
+
+def _split_folder(folder: Path, records: list[CaptionRecord]) -> Path:
+    import hashlib
+
+    names = "\n".join(r.file_name for r in records).encode()
+    return folder / hashlib.sha1(names).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class CaptionModelOptions:
+    """Decoder shape and vocabulary options for training."""
+
+    embed_dim: int = 256
+    hidden_dim: int = 512
+    attention_dim: int = 256
+    proj_dim: int = 512
+    dropout: float = 0.5
+    attention: bool = True
+    alpha_c: float = 1.0
+    min_count: int = 5
+    max_len: int = 20
+    beam_size: int = 3
+    scheduled_sampling: float = 0.0
+    batch_size: int = 64
+
+
+def train_caption(
+    train_data: str | os.PathLike,
+    val_data: str | os.PathLike,
+    images: str | os.PathLike,
+    out: str | os.PathLike,
+    val_images: str | os.PathLike | None = None,
+    train_split: str | None = None,
+    val_split: str | None = None,
+    encoder_name: str = "efficientnet_lite0",
+    model_opts: CaptionModelOptions = CaptionModelOptions(),
+    train_cfg: TrainConfig = TrainConfig(),
+    device: str = "auto",
+    resume: bool = False,
+    cache_root: Path | None = None,
+    workers: int = 2,
+    name: str = "captioner",
+) -> Path:
+    """Train a caption decoder on a frozen encoder's cached features and write a bundle."""
+    dev = resolve_device(device)
+    cache_root = cache_root or default_cache_root()
+    train_records = load_captions(train_data, train_split)
+    val_records = load_captions(val_data, val_split)
+    vocab = Vocabulary.build(
+        (c for r in train_records for c in r.captions), min_count=model_opts.min_count
+    )
+    log.info("vocabulary: %d tokens (min count %d)", len(vocab), model_opts.min_count)
+    encoder = build_encoder(encoder_name)
+    common = dict(cache_root=cache_root, device=dev, workers=workers, progress=train_cfg.progress)
+    train = cached_split(train_records, images, encoder, **common)
+    val = cached_split(val_records, val_images or images, encoder, **common)
+    pairs = [
+        (
+            row,
+            ids[: model_opts.max_len + 1]
+            + ([vocab.end_id] if len(ids) > model_opts.max_len + 1 else []),
+        )
+        for row, rec in enumerate(train.records)
+        for ids in (vocab.encode(c) for c in rec.captions)
+    ]
+    config = CaptionDecoderConfig(
+        vocab_size=len(vocab),
+        feature_dim=int(train.features.size(-1)),
+        proj_dim=model_opts.proj_dim,
+        embed_dim=model_opts.embed_dim,
+        hidden_dim=model_opts.hidden_dim,
+        attention_dim=model_opts.attention_dim,
+        dropout=model_opts.dropout,
+        attention=model_opts.attention,
+        alpha_c=model_opts.alpha_c,
+    )
+    torch.manual_seed(train_cfg.seed)
+    model = CaptionDecoder(config)
+    task = CaptionTask(
+        model,
+        vocab,
+        train.features,
+        pairs,
+        val.features,
+        [r.captions for r in val.records],
+        dev,
+        batch_size=model_opts.batch_size,
+        beam_size=model_opts.beam_size,
+        max_len=model_opts.max_len,
+        scheduled_sampling=model_opts.scheduled_sampling,
+        seed=train_cfg.seed,
+    )
+    result = fit(task, train_cfg, out, dev, resume=resume)
+    manifest = {
+        "task": "caption",
+        "name": name,
+        "version": "1",
+        "encoder": {
+            "name": encoder_name,
+            "preprocess": encoder.preprocess.to_dict(),
+            "feature_dim": encoder.feature_dim,
+            "fine_tuned_blocks": 0,
+        },
+        "model": config.to_dict(),
+        "vocabulary": vocab.to_dict(),
+        "decoding": {
+            "beam_size": model_opts.beam_size,
+            "max_len": model_opts.max_len,
+            "length_penalty": 0.0,
+        },
+        "training": {
+            "data": {
+                "train": str(train_data),
+                "val": str(val_data),
+                "images": str(images),
+                "train_images": len(train.records),
+                "train_pairs": len(pairs),
+                "val_images": len(val.records),
+            },
+            "command": " ".join(["captioner", *sys.argv[1:]]) if sys.argv else "",
+            "config": train_cfg.to_dict(),
+            "model_options": model_opts.__dict__,
+            "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history),
+            "stopped_early": result.stopped_early,
+        },
+        "metrics": {"val": result.best_metrics},
+    }
+    return save_bundle(out, manifest, {"decoder.safetensors": result.best_state})
+
+
+def evaluate_caption(
+    bundle: str | os.PathLike,
+    data: str | os.PathLike,
+    images: str | os.PathLike,
+    split: str | None = None,
+    beam_size: int | None = None,
+    device: str = "auto",
+    cache_root: Path | None = None,
+    workers: int = 2,
+    progress: bool = True,
+    limit: int | None = None,
+) -> dict:
+    """Caption every image of a split with a bundle and score against its references."""
+    cap = Captioner.from_bundle(bundle, device=device)
+    records = load_captions(data, split)[:limit]
+    split_data = cached_split(
+        records,
+        images,
+        cap.encoder,
+        cache_root or default_cache_root(),
+        cap.device,
+        workers=workers,
+        progress=progress,
+    )
+    beam = beam_size or cap.default_search.beam_size
+    hyps = generate(
+        cap.decoder, cap.vocab, split_data.features, cap.device, beam, cap.default_search.max_len
+    )
+    refs = {r.image_id: r.captions for r in split_data.records}
+    scores = metrics.score(
+        refs, {r.image_id: h for r, h in zip(split_data.records, hyps, strict=True)}
+    )
+    return {
+        **scores,
+        "images": len(split_data.records),
+        "skipped": len(records) - len(split_data.records),
+        "beam_size": beam,
+        "examples": [
+            {"image": r.file_name, "caption": h, "references": r.captions}
+            for r, h in list(zip(split_data.records, hyps, strict=True))[:5]
+        ],
+    }

@@ -1,0 +1,246 @@
+"""The one training loop every task shares.
+
+AdamW, gradient clipping by norm, AMP on CUDA, validation each epoch, early stopping on a
+monitored metric, a checkpoint every epoch written atomically, ``resume``, a JSONL metrics log
+and progress bars. A task supplies its batches, its loss and its validation (see :class:`Task`).
+Checkpoints are safetensors plus JSON: no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings shared by all tasks."""
+
+    epochs: int = 20
+    lr: float = 4e-4
+    weight_decay: float = 1e-4
+    grad_clip: float = 5.0
+    patience: int = 5  # epochs without improvement before stopping; 0 = never stop early
+    monitor: str = "CIDEr-D"  # validation metric to maximise
+    amp: bool = True  # fp16 autocast + GradScaler on CUDA (ignored on CPU)
+    seed: int = 0
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Task(Protocol):
+    """What a task gives the loop."""
+
+    model: nn.Module
+
+    def train_batches(self, epoch: int) -> Iterator[Any]: ...
+
+    def num_batches(self) -> int: ...
+
+    def loss(self, batch: Any, epoch: int) -> torch.Tensor: ...
+
+    def validate(self) -> dict[str, float]: ...
+
+
+@dataclass
+class FitResult:
+    best_state: dict[str, torch.Tensor]
+    best_metrics: dict[str, float]
+    best_epoch: int
+    history: list[dict]
+    stopped_early: bool
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, meta = {}, {"param_groups": state["param_groups"], "scalars": {}}
+    for pid, slots in state["state"].items():
+        for name, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                meta["scalars"][f"{pid}.{name}"] = value
+    return tensors, meta
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, value in [*tensors.items(), *meta["scalars"].items()]:
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+class Checkpointer:
+    """``<out>/checkpoint/``: model, optimizer and best weights as safetensors, ``state.json`` last.
+
+    ``state.json`` names the files of its epoch and is replaced atomically after they are
+    written, so a run killed at any moment resumes from the last complete epoch.
+    """
+
+    def __init__(self, out_dir: Path):
+        self.dir = Path(out_dir) / "checkpoint"
+        self.state_path = self.dir / "state.json"
+
+    def exists(self) -> bool:
+        return self.state_path.is_file()
+
+    def save(self, epoch: int, model: nn.Module, optimizer, best_state, info: dict) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        files = {
+            "model": f"model-{epoch}.safetensors",
+            "optimizer": f"optimizer-{epoch}.safetensors",
+        }
+        sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        _atomic(self.dir / files["model"], lambda p: save_file(sd, str(p)))
+        opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+        _atomic(self.dir / files["optimizer"], lambda p: save_file(opt_tensors, str(p)))
+        if best_state is not None and info.get("best_epoch") == epoch:
+            _atomic(self.dir / "best.safetensors", lambda p: save_file(best_state, str(p)))
+        rng = {"torch": torch.get_rng_state().tolist()}
+        state = {"epoch": epoch, "files": files, "optimizer": opt_meta, "rng": rng, **info}
+        _atomic(self.state_path, lambda p: p.write_text(json.dumps(state)))
+        for old in self.dir.glob("*-*.safetensors"):  # earlier epochs' files
+            if old.name not in files.values():
+                old.unlink(missing_ok=True)
+
+    def load(self) -> tuple[dict, dict[str, torch.Tensor], dict, dict[str, torch.Tensor] | None]:
+        state = json.loads(self.state_path.read_text())
+        model = load_file(str(self.dir / state["files"]["model"]))
+        optim = _unflatten_optimizer(
+            load_file(str(self.dir / state["files"]["optimizer"])), state["optimizer"]
+        )
+        best_path = self.dir / "best.safetensors"
+        best = load_file(str(best_path)) if best_path.exists() else None
+        return state, model, optim, best
+
+
+def fit(
+    task: Task,
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike,
+    device: torch.device,
+    resume: bool = False,
+) -> FitResult:
+    """Train ``task.model`` for ``cfg.epochs`` epochs with validation and early stopping."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = task.model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    ckpt = Checkpointer(out)
+    log_path = out / "metrics.jsonl"
+    history: list[dict] = []
+    best_metric, best_epoch, best_state, best_metrics = -math.inf, 0, None, {}
+    start_epoch = 1
+    seed_everything(cfg.seed)
+
+    if resume and ckpt.exists():
+        state, model_sd, optim_sd, best_state = ckpt.load()
+        model.load_state_dict(model_sd)
+        optimizer.load_state_dict(optim_sd)
+        torch.set_rng_state(torch.tensor(state["rng"]["torch"], dtype=torch.uint8))
+        history = state["history"]
+        best_metric, best_epoch = state["best_metric"], state["best_epoch"]
+        best_metrics = state["best_metrics"]
+        start_epoch = state["epoch"] + 1
+        log.info("resuming after epoch %d (best %s %.4f)", state["epoch"], cfg.monitor, best_metric)
+    elif resume:
+        log.warning("--resume given but %s holds no checkpoint: starting afresh", ckpt.dir)
+
+    stopped_early = False
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        if cfg.patience and epoch - best_epoch > cfg.patience and best_epoch > 0:
+            stopped_early = True
+            break
+        model.train()
+        t0, total, count = time.perf_counter(), 0.0, 0
+        bar = tqdm(
+            task.train_batches(epoch),
+            total=task.num_batches(),
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            disable=not cfg.progress,
+            leave=False,
+        )
+        for batch in bar:
+            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                loss = task.loss(batch, epoch)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            total, count = total + float(loss.detach()), count + 1
+            bar.set_postfix(loss=f"{total / count:.3f}", grad=f"{float(grad_norm):.2f}")
+        bar.close()
+        train_time = time.perf_counter() - t0
+        model.eval()
+        metrics = task.validate()
+        value = metrics.get(cfg.monitor, -math.inf)
+        improved = value > best_metric
+        if improved:
+            best_metric, best_epoch, best_metrics = value, epoch, dict(metrics)
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        row = {
+            "epoch": epoch,
+            "train_loss": total / max(count, 1),
+            "train_seconds": round(train_time, 2),
+            "lr": optimizer.param_groups[0]["lr"],
+            **{f"val_{k}": v for k, v in metrics.items()},
+            "best": improved,
+        }
+        history.append(row)
+        with log_path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        log.info(
+            "epoch %d: loss %.4f, val %s %.4f%s",
+            epoch,
+            row["train_loss"],
+            cfg.monitor,
+            value,
+            " (best)" if improved else "",
+        )
+        info = {
+            "history": history,
+            "best_metric": best_metric,
+            "best_epoch": best_epoch,
+            "best_metrics": best_metrics,
+            "config": cfg.to_dict(),
+        }
+        ckpt.save(epoch, model, optimizer, best_state, info)
+
+    if best_state is None:  # no epoch ran (e.g. resumed after the last one)
+        best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return FitResult(best_state, best_metrics, best_epoch, history, stopped_early)

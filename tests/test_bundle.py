@@ -1,0 +1,251 @@
+"""Bundles on disk: manifest + safetensors, hash-checked, never pickle."""
+
+import json
+import struct
+
+import pytest
+import torch
+from torch import nn
+
+from captioner.bundle import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    BundleError,
+    load_bundle,
+    load_state_strict,
+    read_manifest,
+    save_bundle,
+)
+from captioner.encoders import sha256_file
+
+
+def _weights() -> dict[str, dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "decoder.safetensors": {
+            "embed.weight": torch.randn(10, 4, generator=g),
+            "out.bias": torch.arange(10, dtype=torch.float32),
+            "steps": torch.tensor([3], dtype=torch.int64),
+        },
+        "head.safetensors": {"w": torch.randn(4, 3, generator=g).t()},  # non-contiguous
+    }
+
+
+def _manifest() -> dict:
+    return {
+        "task": "caption",
+        "encoder": {"name": "efficientnet_lite0"},
+        "vocab": ["<pad>", "<start>", "<end>", "<unk>", "dog"],
+        "metrics": {"cider": 0.5},
+    }
+
+
+@pytest.fixture
+def bundle_dir(tmp_path):
+    return save_bundle(tmp_path / "bundle", _manifest(), _weights())
+
+
+# --------------------------------------------------------------------------- round trip
+
+
+def test_round_trip(bundle_dir) -> None:
+    bundle = load_bundle(bundle_dir)
+    assert bundle.task == "caption"
+    assert bundle.path == bundle_dir
+    for key, value in _manifest().items():
+        assert bundle.manifest[key] == value
+    expected = _weights()
+    assert set(bundle.weights) == set(expected)
+    for name, state in expected.items():
+        assert set(bundle.weights[name]) == set(state)
+        for key, tensor in state.items():
+            got = bundle.weights[name][key]
+            assert got.dtype == tensor.dtype
+            assert torch.equal(got, tensor)
+
+
+def test_manifest_has_format_version_and_file_hashes(bundle_dir) -> None:
+    manifest = json.loads((bundle_dir / MANIFEST).read_text())
+    assert manifest["format"] == FORMAT
+    assert manifest["format_version"] == FORMAT_VERSION
+    assert manifest["task"] == "caption"
+    assert set(manifest["files"]) == {"decoder.safetensors", "head.safetensors"}
+    for name, meta in manifest["files"].items():
+        assert meta["sha256"] == sha256_file(bundle_dir / name)
+        assert meta["bytes"] == (bundle_dir / name).stat().st_size
+    assert read_manifest(bundle_dir) == manifest
+
+
+def test_load_accepts_the_manifest_path(bundle_dir) -> None:
+    assert load_bundle(bundle_dir / MANIFEST).path == bundle_dir
+
+
+def test_saving_again_replaces_the_bundle(bundle_dir) -> None:
+    weights = _weights()
+    weights["decoder.safetensors"]["out.bias"] = torch.zeros(10)
+    save_bundle(bundle_dir, {**_manifest(), "task": "activity"}, weights)
+    bundle = load_bundle(bundle_dir)
+    assert bundle.task == "activity"
+    assert torch.equal(bundle.weights["decoder.safetensors"]["out.bias"], torch.zeros(10))
+
+
+# --------------------------------------------------------------------------- no pickle, atomic
+
+
+def test_every_weight_file_is_safetensors(bundle_dir) -> None:
+    files = [p for p in bundle_dir.iterdir() if p.name != MANIFEST]
+    assert {p.name for p in files} == {"decoder.safetensors", "head.safetensors"}
+    for path in files:
+        raw = path.read_bytes()
+        assert not raw.startswith(b"\x80")  # pickle protocol marker
+        assert not raw.startswith(b"PK")  # torch.save zip archive
+        (header_len,) = struct.unpack("<Q", raw[:8])
+        assert 0 < header_len <= len(raw) - 8
+        assert raw[8:9] == b"{"
+        header = json.loads(raw[8 : 8 + header_len])
+        assert set(header) - {"__metadata__"}
+
+
+def test_no_temporary_files_left(bundle_dir) -> None:
+    assert not list(bundle_dir.glob("*.tmp"))
+    assert sorted(p.name for p in bundle_dir.iterdir()) == [
+        "decoder.safetensors",
+        "head.safetensors",
+        MANIFEST,
+    ]
+
+
+def test_failed_write_leaves_no_temporary_file(tmp_path) -> None:
+    shared = torch.zeros(3)
+    with pytest.raises(RuntimeError):  # safetensors refuses tensors that share memory
+        save_bundle(tmp_path / "b", _manifest(), {"w.safetensors": {"a": shared, "b": shared}})
+    assert list((tmp_path / "b").iterdir()) == []
+
+
+# --------------------------------------------------------------------------- refusals on save
+
+
+def test_save_refuses_unknown_task(tmp_path) -> None:
+    with pytest.raises(BundleError, match="task must be one of"):
+        save_bundle(tmp_path / "b", {"task": "poetry"}, _weights())
+
+
+@pytest.mark.parametrize("name", ["decoder.pt", "sub/decoder.safetensors", "decoder.pth"])
+def test_save_refuses_non_safetensors_names(tmp_path, name) -> None:
+    with pytest.raises(BundleError, match="safetensors"):
+        save_bundle(tmp_path / "b", _manifest(), {name: {"w": torch.zeros(2)}})
+
+
+# --------------------------------------------------------------------------- refusals on load
+
+
+def test_changed_weight_file_is_refused(bundle_dir) -> None:
+    path = bundle_dir / "decoder.safetensors"
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF  # still a valid safetensors file, different numbers
+    path.write_bytes(bytes(raw))
+    with pytest.raises(BundleError, match="sha256") as info:
+        load_bundle(bundle_dir)
+    assert "decoder.safetensors" in str(info.value)
+    assert "corrupt or was changed" in str(info.value)
+
+
+def test_missing_weight_file_is_refused(bundle_dir) -> None:
+    (bundle_dir / "head.safetensors").unlink()
+    with pytest.raises(BundleError, match="missing its weight file head.safetensors"):
+        load_bundle(bundle_dir)
+
+
+def _edit_manifest(bundle_dir, **changes) -> None:
+    manifest = json.loads((bundle_dir / MANIFEST).read_text())
+    manifest.update(changes)
+    (bundle_dir / MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_unknown_format_version_is_refused(bundle_dir) -> None:
+    _edit_manifest(bundle_dir, format_version=FORMAT_VERSION + 1)
+    with pytest.raises(BundleError, match="format version") as info:
+        load_bundle(bundle_dir)
+    assert "Upgrade captioner" in str(info.value)
+
+
+def test_wrong_format_is_refused(bundle_dir) -> None:
+    _edit_manifest(bundle_dir, format="something-else")
+    with pytest.raises(BundleError, match="not a captioner bundle"):
+        load_bundle(bundle_dir)
+
+
+def test_unknown_task_is_refused(bundle_dir) -> None:
+    _edit_manifest(bundle_dir, task="poetry")
+    with pytest.raises(BundleError, match="unknown task 'poetry'"):
+        load_bundle(bundle_dir)
+
+
+def test_manifest_without_files_is_refused(bundle_dir) -> None:
+    _edit_manifest(bundle_dir, files={})
+    with pytest.raises(BundleError, match="lists no weight files"):
+        read_manifest(bundle_dir)
+
+
+def test_invalid_json_is_refused(bundle_dir) -> None:
+    (bundle_dir / MANIFEST).write_text('{"format": "captioner-bundle",')
+    with pytest.raises(BundleError, match="not valid JSON"):
+        load_bundle(bundle_dir)
+
+
+def test_json_that_is_not_an_object_is_refused(bundle_dir) -> None:
+    (bundle_dir / MANIFEST).write_text("[1, 2, 3]")
+    with pytest.raises(BundleError, match="not a captioner bundle"):
+        load_bundle(bundle_dir)
+
+
+def test_folder_that_is_not_a_bundle(tmp_path) -> None:
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(BundleError, match="no bundle at") as info:
+        load_bundle(tmp_path)
+    assert MANIFEST in str(info.value)
+    with pytest.raises(BundleError, match="no bundle at"):
+        load_bundle(tmp_path / "does-not-exist")
+
+
+# --------------------------------------------------------------------------- load_state_strict
+
+
+def _tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+
+
+def test_load_state_strict_loads_matching_weights() -> None:
+    src, dst = _tiny(), _tiny()
+    with torch.no_grad():
+        for p in src.parameters():
+            p.add_(1.0)
+    load_state_strict(dst, src.state_dict(), "decoder")
+    for a, b in zip(src.parameters(), dst.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_load_state_strict_reports_missing_and_unexpected() -> None:
+    state = _tiny().state_dict()
+    del state["1.bias"]
+    state["2.weight"] = torch.zeros(1)
+    with pytest.raises(BundleError) as info:
+        load_state_strict(_tiny(), state, "decoder")
+    msg = str(info.value)
+    assert msg.startswith("decoder weights do not fit")
+    assert "missing ['1.bias']" in msg
+    assert "unexpected ['2.weight']" in msg
+
+
+def test_load_state_strict_reports_mismatched_shapes() -> None:
+    state = _tiny().state_dict()
+    state["0.weight"] = torch.zeros(5, 3)
+    model = _tiny()
+    before = model[0].weight.clone()
+    with pytest.raises(
+        BundleError, match=r"mismatched shapes .*0\.weight: bundle \(5, 3\) vs model \(4, 3\)"
+    ):
+        load_state_strict(model, state, "head")
+    assert torch.equal(model[0].weight, before)  # nothing half-loaded
