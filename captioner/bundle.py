@@ -47,6 +47,7 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; bundles are meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

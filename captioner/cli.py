@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -29,14 +30,14 @@ def _add_caption(sub) -> None:
     p = sub.add_parser(
         "caption",
         help="caption image files, folders (recursive) or globs",
-        description="Caption images with a caption bundle (default: the shipped model in weights/). "
-        "Writes one JSON record per input: {path, caption, log_prob} or {path, error}.",
+        description="Caption images with a caption bundle (default: the shipped model in "
+        "weights/). Writes one JSON record per input: {path, caption, log_prob} or {path, error}.",
     )
     p.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or globs")
     p.add_argument("--bundle", help="caption bundle folder (default: weights/caption-default)")
-    p.add_argument("--beam-size", type=_positive, default=None, help="beam width (default: bundle's)")
+    p.add_argument("--beam-size", type=_positive, help="beam width (default: the bundle's)")
     p.add_argument("--n-best", type=_positive, default=1, help="alternatives per image (<= beam)")
-    p.add_argument("--max-len", type=_positive, default=None, help="maximum caption length in words")
+    p.add_argument("--max-len", type=_positive, help="maximum caption length in words")
     p.add_argument("--batch-size", type=_positive, default=16, help="images per model batch")
     p.add_argument(
         "--workers", type=_non_negative, default=2, help="image decoding processes (0 = in-process)"
@@ -125,11 +126,22 @@ def _add_train(sub) -> None:
     c.add_argument("--dropout", type=float, default=0.5)
     c.add_argument("--alpha-c", type=float, default=1.0, help="doubly stochastic attention weight")
     c.add_argument("--no-attention", action="store_true", help="NIC variant (Show and Tell)")
+    c.add_argument(
+        "--no-positions",
+        action="store_true",
+        help="no grid-cell position embeddings (the original Show, Attend and Tell)",
+    )
     c.add_argument("--min-count", type=_positive, default=5, help="vocabulary threshold")
     c.add_argument("--max-len", type=_positive, default=20)
     c.add_argument("--beam-size", type=_positive, default=3, help="beam for validation")
     c.add_argument(
         "--scheduled-sampling", type=float, default=0.0, help="max prob. of feeding own guesses"
+    )
+    c.add_argument(
+        "--fine-tune-blocks",
+        type=_non_negative,
+        default=0,
+        help="also train the encoder's last N blocks (slower: no feature cache)",
     )
     c.add_argument("--device", default="auto")
     c.add_argument("--workers", type=_non_negative, default=2)
@@ -150,12 +162,14 @@ def _cmd_train_caption(args: argparse.Namespace) -> int:
         proj_dim=args.proj_dim,
         dropout=args.dropout,
         attention=not args.no_attention,
+        positions=not args.no_positions,
         alpha_c=args.alpha_c,
         min_count=args.min_count,
         max_len=args.max_len,
         beam_size=args.beam_size,
         scheduled_sampling=args.scheduled_sampling,
         batch_size=args.batch_size,
+        fine_tune_blocks=args.fine_tune_blocks,
     )
     cfg = TrainConfig(
         epochs=args.epochs,
@@ -181,6 +195,7 @@ def _cmd_train_caption(args: argparse.Namespace) -> int:
         cache_root=Path(args.cache_dir) if args.cache_dir else None,
         workers=args.workers,
         name=args.name,
+        command=shlex.join(["captioner", *sys.argv[1:]]),
     )
     manifest = json.loads((out / "manifest.json").read_text())
     print(json.dumps({"bundle": str(out), "val": manifest["metrics"]["val"]}, indent=2))
@@ -256,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``captioner`` console script."""
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
     from captioner.bundle import BundleError
     from captioner.encoders import EncoderError
     from captioner.media import MediaError

@@ -228,6 +228,6 @@ def decode(
 
 
 def suppress_ids(itos: Sequence[str], words: Sequence[str]) -> tuple[int, ...]:
-    """Ids of ``words`` that are really in the vocabulary (absent words are ignored, never guessed)."""
+    """Ids of ``words`` present in the vocabulary; absent words are skipped, never guessed."""
     index = {w: i for i, w in enumerate(itos)}
     return tuple(index[w] for w in words if w in index)

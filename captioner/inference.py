@@ -123,7 +123,7 @@ class Captioner:
             raise BundleError(f"{b.path}/manifest.json is incomplete or invalid: {exc}") from exc
         if config.vocab_size != len(vocab):
             raise BundleError(
-                f"{b.path}: decoder vocab_size {config.vocab_size} != {len(vocab)} vocabulary tokens"
+                f"{b.path}: decoder vocab_size {config.vocab_size}, vocabulary has {len(vocab)}"
             )
         encoder = build_encoder(enc_info["name"])
         pre = Preprocess.from_dict(enc_info["preprocess"])
@@ -254,17 +254,15 @@ class Captioner:
 
 
 def default_bundle_dir(task: str = "caption") -> Path:
-    """The shipped default bundle for ``task``: ``$CAPTIONER_BUNDLE`` or ``weights/<task>-default``."""
-    env = os.environ.get(
-        "CAPTIONER_CAPTION_BUNDLE" if task == "caption" else "CAPTIONER_ACTIVITY_BUNDLE"
-    )
+    """The shipped bundle: ``$CAPTIONER_<TASK>_BUNDLE``, else ``weights/<task>-default``."""
+    env = os.environ.get(f"CAPTIONER_{task.upper()}_BUNDLE")
     if env:
         return Path(env)
     return Path(__file__).resolve().parent.parent / "weights" / f"{task}-default"
 
 
 def load(path: str | os.PathLike | None = None, device: str | torch.device = "auto") -> Captioner:
-    """Load a bundle folder and return the ready model for its task (default: the shipped captioner)."""
+    """Load a bundle folder -> the ready model for its task (default: the shipped captioner)."""
     folder = Path(path) if path is not None else default_bundle_dir("caption")
     bundle = load_bundle(folder)
     if bundle.task == "caption":

@@ -53,7 +53,7 @@ class Vocabulary:
         return token in self.stoi
 
     def encode(self, text: str, add_special: bool = True) -> list[int]:
-        """Caption text -> ids, ``<start> ... <end>`` when ``add_special``; unknown words -> ``<unk>``."""
+        """Caption -> ids in ``<start> ... <end>`` if ``add_special``; unknown words: ``<unk>``."""
         ids = [self.stoi.get(t, self.unk_id) for t in tokenize(text)]
         return [self.start_id, *ids, self.end_id] if add_special else ids
 

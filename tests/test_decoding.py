@@ -131,3 +131,23 @@ def test_bad_options_are_refused():
         beam_search(model, feats, SearchConfig(beam_size=2, n_best=3))
     with pytest.raises(ValueError, match="beam_size"):
         beam_search(model, feats, SearchConfig(beam_size=0))
+
+
+def test_position_embeddings_tell_cells_apart_and_check_the_grid():
+    torch.manual_seed(0)
+    cfg = CaptionDecoderConfig(
+        vocab_size=V,
+        feature_dim=8,
+        proj_dim=16,
+        embed_dim=8,
+        hidden_dim=16,
+        attention_dim=8,
+        dropout=0.0,
+        positions=9,
+    )
+    model = CaptionDecoder(cfg).eval()
+    same = torch.ones(1, 9, 8)  # every cell looks alike: only positions can differ
+    memory = model.init_state(same).memory
+    assert not torch.allclose(memory[0, 0], memory[0, 8])
+    with pytest.raises(ValueError, match="grid of 9 cells"):
+        model.init_state(torch.ones(1, 8, 8))

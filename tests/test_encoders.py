@@ -140,7 +140,9 @@ def test_trainable_blocks_unfreezes_only_the_last_blocks(classifier, monkeypatch
     assert not any(v for n, v in flags.items() if "conv_stem" in n or ".blocks.0." in n)
     assert any(v for n, v in flags.items() if ".blocks.6." in n)  # the last MBConv block
     enc.train()
-    assert enc.trunk.training  # a fine-tuned trunk trains its BatchNorm
+    # unfrozen blocks train their BatchNorm; frozen ones keep their ImageNet statistics
+    assert enc.trunk.model.blocks[6][0].bn1.training
+    assert not enc.trunk.model.blocks[0][0].bn1.training
 
 
 def test_trainable_blocks_include_the_head_conv(classifier, monkeypatch) -> None:

@@ -91,6 +91,7 @@ def build_feature_cache(
         "dtype": "float16",
         "files": names,
     }
+    meta = json.loads(json.dumps(meta))  # tuples -> lists, as index.json reads back
     feat_path, done_path, index_path = folder / "features.npy", folder / "done.npy", folder / INDEX
     old = json.loads(index_path.read_text()) if index_path.exists() else None
     reuse = (

@@ -1,4 +1,4 @@
-"""Caption decoders: soft-attention LSTM (Show, Attend and Tell) and the NIC variant (Show and Tell).
+"""Caption decoders: soft-attention LSTM (Show, Attend and Tell) and NIC (Show and Tell).
 
 Only torch here: no files, no vocabulary objects. Decoding (greedy, beam) lives in
 ``captioner.decoding`` and drives :meth:`CaptionDecoder.init_state` / :meth:`CaptionDecoder.step`,
@@ -28,6 +28,9 @@ class CaptionDecoderConfig:
     dropout: float = 0.5
     attention: bool = True  # False: NIC, the image is the LSTM's first input, no attention
     alpha_c: float = 1.0  # weight of the doubly stochastic attention penalty
+    # Learned position embeddings for the N grid cells (0 = none). Without them an attention
+    # context says what was looked at but not where, and "left of" becomes guesswork.
+    positions: int = 0
     pad_id: int = 0
     start_id: int = 1
     end_id: int = 2
@@ -79,6 +82,8 @@ class CaptionDecoder(nn.Module):
         self.config = config
         c = config
         self.project = nn.Sequential(nn.Linear(c.feature_dim, c.proj_dim), nn.ReLU())
+        if c.positions:
+            self.pos = nn.Parameter(torch.randn(c.positions, c.proj_dim) * 0.02)
         self.embed = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=c.pad_id)
         self.drop = nn.Dropout(c.dropout)
         if c.attention:
@@ -101,6 +106,13 @@ class CaptionDecoder(nn.Module):
     def init_state(self, features: torch.Tensor) -> DecoderState:
         """(B, N, C) encoder grid -> the state before the ``<start>`` token."""
         memory = self.project(features)  # (B, N, P)
+        if self.config.positions:
+            if features.size(1) != self.config.positions:
+                raise ValueError(
+                    f"the decoder was trained on a grid of {self.config.positions} cells but got "
+                    f"{features.size(1)}: use the encoder and input size from its bundle"
+                )
+            memory = memory + self.pos
         mean = memory.mean(dim=1)  # (B, P)
         if self.config.attention:
             h = torch.tanh(self.init_h(mean))
@@ -174,7 +186,7 @@ class CaptionDecoder(nn.Module):
     def loss(
         self, logits: torch.Tensor, alphas: torch.Tensor | None, targets: torch.Tensor
     ) -> torch.Tensor:
-        """Cross-entropy over real tokens + alpha_c * sum_i (1 - sum_t alpha_ti)^2 (Xu et al. 2015)."""
+        """Cross-entropy over real tokens + alpha_c * mean_i (1 - sum_t alpha_ti)^2 (Xu et al.)."""
         mask = targets != self.config.pad_id
         ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
         ce = (ce * mask.flatten()).sum() / mask.sum().clamp(min=1)

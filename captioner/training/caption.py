@@ -5,17 +5,18 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from captioner import metrics
 from captioner.bundle import save_bundle
 from captioner.data.captions import CaptionRecord, load_captions
 from captioner.data.features import build_feature_cache, cache_key
+from captioner.data.images import ImageFiles, image_loader
 from captioner.decoding import SearchConfig, decode, suppress_ids
 from captioner.encoders import Encoder, build_encoder
 from captioner.inference import Captioner, encode_images, prepare_encoder, resolve_device
@@ -80,7 +81,8 @@ class CaptionTask:
         scheduled_sampling: float = 0.0,
         seed: int = 0,
     ):
-        self.model = model
+        self.model: torch.nn.Module = model
+        self.decoder = model
         self.vocab = vocab
         self.train_features = train_features
         self.pairs = train_pairs
@@ -110,20 +112,96 @@ class CaptionTask:
         feats, caps = batch
         # Scheduled sampling ramps up over the first epochs (Bengio et al. 2015).
         p = min(self.scheduled_sampling, self.scheduled_sampling * (epoch - 1) / 5)
-        return self.model(feats, caps, sample_prob=p).loss
+        return self.decoder(feats, caps, sample_prob=p).loss
 
     def validate(self) -> dict[str, float]:
         hyps = generate(
-            self.model, self.vocab, self.val_features, self.device, self.beam_size, self.max_len
+            self.decoder, self.vocab, self.val_features, self.device, self.beam_size, self.max_len
         )
         refs = {i: r for i, r in enumerate(self.val_refs)}
         return metrics.score(refs, {i: h for i, h in enumerate(hyps)})
 
 
+class EncoderDecoder(torch.nn.Module):
+    """Encoder and decoder trained together (fine-tuning the encoder's last blocks)."""
+
+    def __init__(self, encoder: Encoder, decoder: CaptionDecoder):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+
+class _PairImages(Dataset):
+    """(image, caption) pairs read from files: the fine-tuning path has no feature cache."""
+
+    def __init__(self, images: ImageFiles, pairs: list[tuple[int, list[int]]]):
+        self.images, self.pairs = images, pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict:
+        row, caption = self.pairs[i]
+        return {**self.images[row], "caption": caption}
+
+
+def _collate_pairs(items: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    good = [it for it in items if not it["error"]]  # unreadable files were logged when cached
+    return (
+        torch.stack([it["image"] for it in good]),
+        pad_captions([it["caption"] for it in good]),
+    )
+
+
+class FineTuneCaptionTask(CaptionTask):
+    """Trains the encoder's last blocks with the decoder; images are encoded every step."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        decoder: CaptionDecoder,
+        train_files: list[Path],
+        val_files: list[Path],
+        workers: int,
+        **kwargs,
+    ):
+        super().__init__(decoder, train_features=None, val_features=None, **kwargs)
+        self.model = EncoderDecoder(encoder, decoder)
+        self.encoder = encoder
+        self.train_images = ImageFiles(train_files, encoder.preprocess)
+        self.val_images = ImageFiles(val_files, encoder.preprocess)
+        self.workers = workers
+
+    def train_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        g = torch.Generator().manual_seed(self.seed * 1000 + epoch)
+        loader = DataLoader(
+            _PairImages(self.train_images, self.pairs),
+            batch_size=self.batch_size,
+            sampler=torch.randperm(len(self.pairs), generator=g).tolist(),
+            num_workers=self.workers,
+            collate_fn=_collate_pairs,
+        )
+        for images, caps in loader:
+            yield images.to(self.device), caps.to(self.device)
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor], epoch: int) -> torch.Tensor:
+        images, caps = batch
+        x = self.encoder.preprocess.normalize(images).contiguous(memory_format=torch.channels_last)
+        grid, _ = self.encoder(x)
+        return super().loss((grid, caps), epoch)
+
+    def validate(self) -> dict[str, float]:
+        loader = image_loader(self.val_images, self.batch_size, self.workers)
+        self.val_features = torch.cat(
+            [encode_images(self.encoder, b["image"], self.device).float() for b in loader]
+        )
+        return super().validate()
+
+
 @dataclass
 class CachedSplit:
     records: list[CaptionRecord]
-    features: torch.Tensor  # (M, N, C) float16, one row per kept record
+    features: torch.Tensor | None  # (M, N, C) float16, one row per kept record
 
 
 def cached_split(
@@ -140,8 +218,6 @@ def cached_split(
     encoder = prepare_encoder(encoder, device)
     pre = encoder.preprocess
     key = cache_key(encoder.name, pre.to_dict(), images)
-    with torch.inference_mode():
-        probe = encoder(torch.zeros(1, 3, pre.size, pre.size, device=device))[0]
     cache = build_feature_cache(
         lambda batch: encode_images(encoder, batch, device),
         encoder.name,
@@ -149,7 +225,7 @@ def cached_split(
         images,
         [r.file_name for r in records],
         _split_folder(cache_root / "features" / key, records),
-        feature_shape=tuple(probe.shape[1:]),
+        feature_shape=(grid_cells(encoder), encoder.feature_dim),
         batch_size=batch_size,
         workers=workers,
         progress=progress,
@@ -161,6 +237,14 @@ def cached_split(
     if not kept:
         raise ValueError(f"none of the {len(records)} images under {images} could be read")
     return CachedSplit(kept, cache.load_all([r.file_name for r in kept]))
+
+
+def grid_cells(encoder: Encoder) -> int:
+    """Number of cells N in the encoder's (B, N, C) grid at its input size."""
+    size = encoder.preprocess.size
+    device = next(encoder.parameters()).device
+    with torch.inference_mode():
+        return int(encoder(torch.zeros(1, 3, size, size, device=device))[0].size(1))
 
 
 def _split_folder(folder: Path, records: list[CaptionRecord]) -> Path:
@@ -186,6 +270,8 @@ class CaptionModelOptions:
     beam_size: int = 3
     scheduled_sampling: float = 0.0
     batch_size: int = 64
+    positions: bool = True  # learned grid-cell position embeddings in the attention memory
+    fine_tune_blocks: int = 0  # > 0: train the encoder's last blocks too (no feature cache)
 
 
 def train_caption(
@@ -197,15 +283,23 @@ def train_caption(
     train_split: str | None = None,
     val_split: str | None = None,
     encoder_name: str = "efficientnet_lite0",
-    model_opts: CaptionModelOptions = CaptionModelOptions(),
-    train_cfg: TrainConfig = TrainConfig(),
+    model_opts: CaptionModelOptions | None = None,
+    train_cfg: TrainConfig | None = None,
     device: str = "auto",
     resume: bool = False,
     cache_root: Path | None = None,
     workers: int = 2,
     name: str = "captioner",
+    command: str | None = None,
 ) -> Path:
-    """Train a caption decoder on a frozen encoder's cached features and write a bundle."""
+    """Train a caption decoder and write a bundle; ``command`` is recorded in the manifest.
+
+    With a frozen encoder (the default) the encoder runs once per image into the feature cache
+    and epochs read the cache; with ``fine_tune_blocks`` its last blocks train too, and images
+    are encoded at every step.
+    """
+    model_opts = model_opts or CaptionModelOptions()
+    train_cfg = train_cfg or TrainConfig()
     dev = resolve_device(device)
     cache_root = cache_root or default_cache_root()
     train_records = load_captions(train_data, train_split)
@@ -216,8 +310,12 @@ def train_caption(
     log.info("vocabulary: %d tokens (min count %d)", len(vocab), model_opts.min_count)
     encoder = build_encoder(encoder_name)
     common = dict(cache_root=cache_root, device=dev, workers=workers, progress=train_cfg.progress)
-    train = cached_split(train_records, images, encoder, **common)
-    val = cached_split(val_records, val_images or images, encoder, **common)
+    tuned = model_opts.fine_tune_blocks
+    if tuned:  # images are read every step; unreadable ones are dropped from their batch
+        train, val = CachedSplit(train_records, None), CachedSplit(val_records, None)
+    else:
+        train = cached_split(train_records, images, encoder, **common)
+        val = cached_split(val_records, val_images or images, encoder, **common)
     pairs = [
         (
             row,
@@ -229,7 +327,7 @@ def train_caption(
     ]
     config = CaptionDecoderConfig(
         vocab_size=len(vocab),
-        feature_dim=int(train.features.size(-1)),
+        feature_dim=encoder.feature_dim,
         proj_dim=model_opts.proj_dim,
         embed_dim=model_opts.embed_dim,
         hidden_dim=model_opts.hidden_dim,
@@ -237,24 +335,47 @@ def train_caption(
         dropout=model_opts.dropout,
         attention=model_opts.attention,
         alpha_c=model_opts.alpha_c,
+        positions=grid_cells(encoder) if model_opts.positions and model_opts.attention else 0,
     )
     torch.manual_seed(train_cfg.seed)
     model = CaptionDecoder(config)
-    task = CaptionTask(
-        model,
-        vocab,
-        train.features,
-        pairs,
-        val.features,
-        [r.captions for r in val.records],
-        dev,
+    shared = dict(
+        vocab=vocab,
+        train_pairs=pairs,
+        val_refs=[r.captions for r in val.records],
+        device=dev,
         batch_size=model_opts.batch_size,
         beam_size=model_opts.beam_size,
         max_len=model_opts.max_len,
         scheduled_sampling=model_opts.scheduled_sampling,
         seed=train_cfg.seed,
     )
+    if tuned:
+        encoder.freeze(tuned)
+        task: CaptionTask = FineTuneCaptionTask(
+            encoder,
+            model,
+            [Path(images) / r.file_name for r in train.records],
+            [Path(val_images or images) / r.file_name for r in val.records],
+            workers,
+            **shared,
+        )
+    else:
+        task = CaptionTask(
+            model, train_features=train.features, val_features=val.features, **shared
+        )
     result = fit(task, train_cfg, out, dev, resume=resume)
+    weights = {"decoder.safetensors": result.best_state}
+    if tuned:  # the fit saved EncoderDecoder weights: split them into the bundle's two files
+        weights = {
+            name: {
+                k[len(prefix) :]: v for k, v in result.best_state.items() if k.startswith(prefix)
+            }
+            for name, prefix in (
+                ("decoder.safetensors", "decoder."),
+                ("encoder.safetensors", "encoder.trunk."),
+            )
+        }
     manifest = {
         "task": "caption",
         "name": name,
@@ -263,7 +384,7 @@ def train_caption(
             "name": encoder_name,
             "preprocess": encoder.preprocess.to_dict(),
             "feature_dim": encoder.feature_dim,
-            "fine_tuned_blocks": 0,
+            "fine_tuned_blocks": tuned,
         },
         "model": config.to_dict(),
         "vocabulary": vocab.to_dict(),
@@ -281,7 +402,7 @@ def train_caption(
                 "train_pairs": len(pairs),
                 "val_images": len(val.records),
             },
-            "command": " ".join(["captioner", *sys.argv[1:]]) if sys.argv else "",
+            "command": command or "",
             "config": train_cfg.to_dict(),
             "model_options": model_opts.__dict__,
             "best_epoch": result.best_epoch,
@@ -290,7 +411,7 @@ def train_caption(
         },
         "metrics": {"val": result.best_metrics},
     }
-    return save_bundle(out, manifest, {"decoder.safetensors": result.best_state})
+    return save_bundle(out, manifest, weights)
 
 
 def evaluate_caption(

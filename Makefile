@@ -1,0 +1,36 @@
+# Two commands on a fresh machine:  make run   (caption examples/)   and   make test
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test test-fast lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/captioner caption examples/ --out captions.jsonl
+	@cat captions.jsonl
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check captioner tests bench
+	$(BIN)/ruff format --check captioner tests bench
+
+bench: $(STAMP)
+	$(BIN)/python bench/beam_batching.py
+	$(BIN)/python bench/caption_folder.py
+	$(BIN)/python bench/feature_cache.py
+
+clean:
+	rm -rf $(VENV) captions.jsonl .pytest_cache

@@ -1,0 +1,149 @@
+"""Shared fixtures: a tiny seeded caption bundle, a small synthetic dataset, a loaded Captioner.
+
+Everything is generated under pytest's temporary folders; nothing is read from or written to
+the user's home cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from captioner.bundle import save_bundle
+from captioner.encoders import Preprocess
+from captioner.models.caption import CaptionDecoder, CaptionDecoderConfig
+from captioner.vocab import SPECIALS, Vocabulary
+
+TINY_WORDS = (
+    "a",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "circle",
+    "square",
+    "star",
+    "cat",
+    "cup",
+    "on",
+    "grass",
+    "brick",
+    "small",
+    "large",
+    "two",
+)
+
+
+def tiny_vocab() -> Vocabulary:
+    """20 tokens: the four specials and sixteen scene words."""
+    return Vocabulary([*SPECIALS, *TINY_WORDS])
+
+
+def tiny_decoder_config(vocab_size: int) -> CaptionDecoderConfig:
+    return CaptionDecoderConfig(
+        vocab_size=vocab_size,
+        feature_dim=1280,
+        proj_dim=32,
+        embed_dim=16,
+        hidden_dim=32,
+        attention_dim=16,
+        dropout=0.0,
+    )
+
+
+def tiny_manifest(config: CaptionDecoderConfig, vocab: Vocabulary) -> dict:
+    """The task-specific manifest fields, shaped like the ones ``train_caption`` writes."""
+    return {
+        "task": "caption",
+        "name": "tiny-test",
+        "version": "1",
+        "encoder": {
+            "name": "efficientnet_lite0",
+            "preprocess": Preprocess().to_dict(),
+            "feature_dim": 1280,
+            "fine_tuned_blocks": 0,
+        },
+        "model": config.to_dict(),
+        "vocabulary": vocab.to_dict(),
+        "decoding": {"beam_size": 3, "max_len": 12, "length_penalty": 0.0},
+    }
+
+
+def tiny_decoder_state(config: CaptionDecoderConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Seeded random weights whose output layer is scaled up so the image matters.
+
+    With default-scale weights a random decoder emits nearly the same caption for every image;
+    larger projection and output weights make the caption depend on the features.
+    """
+    torch.manual_seed(seed)
+    decoder = CaptionDecoder(config)
+    with torch.no_grad():
+        decoder.project[0].weight.mul_(8.0)
+        decoder.init_h.weight.mul_(4.0)
+        decoder.out.weight.mul_(6.0)
+        decoder.out.bias.zero_()
+    return {k: v.detach().clone() for k, v in decoder.state_dict().items()}
+
+
+def write_tiny_bundle(folder: Path, seed: int = 0) -> Path:
+    vocab = tiny_vocab()
+    config = tiny_decoder_config(len(vocab))
+    weights = {"decoder.safetensors": tiny_decoder_state(config, seed)}
+    return save_bundle(folder, tiny_manifest(config, vocab), weights)
+
+
+def make_image(seed: int, size: int = 96) -> Image.Image:
+    """A distinct RGB test picture: a coloured background with a few random shapes."""
+    rng = np.random.default_rng(seed)
+    bg = tuple(int(v) for v in rng.integers(0, 256, 3))
+    img = Image.new("RGB", (size, size), bg)
+    draw = ImageDraw.Draw(img)
+    for _ in range(3):
+        x0, y0 = (int(v) for v in rng.integers(0, size // 2, 2))
+        x1, y1 = x0 + int(rng.integers(10, size // 2)), y0 + int(rng.integers(10, size // 2))
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        if rng.random() < 0.5:
+            draw.ellipse((x0, y0, x1, y1), fill=colour)
+        else:
+            draw.rectangle((x0, y0, x1, y1), fill=colour)
+    return img
+
+
+def save_image(path: Path, seed: int, fmt: str = "JPEG") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    make_image(seed).save(path, fmt)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A caption bundle with a small seeded random decoder over the real encoder's features."""
+    return write_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def scene_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic scenes dataset (COCO format): 40 train, 8 val, 8 test images."""
+    from captioner.data.scenes import generate_scenes
+
+    root = tmp_path_factory.mktemp("scenes")
+    generate_scenes(root, seed=3, n_train=40, n_val=8, n_test=8, n_novel=0, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_captioner(tiny_bundle: Path):
+    """The tiny bundle loaded on the CPU once per session (building the encoder takes seconds)."""
+    import captioner
+
+    return captioner.load(tiny_bundle, device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def _no_home_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Point the feature cache at a temporary folder so no test writes under ~/.cache."""
+    monkeypatch.setenv("CAPTIONER_CACHE", str(tmp_path_factory.getbasetemp() / "feature-cache"))

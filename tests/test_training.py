@@ -1,0 +1,291 @@
+"""Caption training and evaluation on a tiny synthetic dataset (real encoder, tiny decoder)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+
+import captioner
+import captioner.training.caption as caption_training
+from captioner.models.caption import CaptionDecoder, CaptionDecoderConfig
+from captioner.training.caption import (
+    CaptionModelOptions,
+    CaptionTask,
+    evaluate_caption,
+    train_caption,
+)
+from captioner.training.loop import TrainConfig, fit
+from captioner.vocab import Vocabulary
+from tests.conftest import save_image
+
+OPTS = CaptionModelOptions(
+    embed_dim=16, hidden_dim=32, attention_dim=16, proj_dim=32, min_count=1, batch_size=16
+)
+CFG = TrainConfig(epochs=2, progress=False)
+METRICS = {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr-D", "ROUGE-L"}
+
+
+@contextmanager
+def count_encodes() -> Iterator[list[int]]:
+    """Count images passed through the encoder by the feature cache while the block runs."""
+    real = caption_training.encode_images
+    seen: list[int] = []
+
+    def spy(encoder, images, device):
+        seen.append(images.size(0))
+        return real(encoder, images, device)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(caption_training, "encode_images", spy)
+        yield seen
+
+
+def train(scene_data: Path, out: Path, cache: Path, **kwargs) -> Path:
+    options = dict(model_opts=OPTS, train_cfg=CFG, device="cpu", cache_root=cache, workers=0)
+    options.update(kwargs)
+    return train_caption(
+        scene_data / "train.json", scene_data / "val.json", scene_data / "images", out, **options
+    )
+
+
+def read_metrics(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def subset_copy(src: Path, dst: Path, n_train: int, n_val: int) -> Path:
+    """Copy the first images of the train and val splits (annotations and files) to ``dst``."""
+    for split, keep in (("train", n_train), ("val", n_val)):
+        doc = json.loads((src / f"{split}.json").read_text())
+        doc["images"] = doc["images"][:keep]
+        ids = {img["id"] for img in doc["images"]}
+        doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] in ids]
+        for img in doc["images"]:
+            target = dst / "images" / img["file_name"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / "images" / img["file_name"], target)
+        (dst / f"{split}.json").write_text(json.dumps(doc))
+    return dst
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shared_encoder(tiny_captioner):
+    """Reuse the session's frozen EfficientNet-Lite0 instead of rebuilding it for every run.
+
+    Building it (reading the embedded weights) takes seconds; the encoder is frozen and in eval
+    mode, so sharing one instance between runs changes no result.
+    """
+    import captioner.inference
+
+    def build(name: str = "efficientnet_lite0", trainable_blocks: int = 0):
+        assert name == "efficientnet_lite0" and trainable_blocks == 0
+        return tiny_captioner.encoder
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(caption_training, "build_encoder", build)
+        mp.setattr(captioner.inference, "build_encoder", build)
+        yield
+
+
+@pytest.fixture(scope="module")
+def trained(scene_data, tmp_path_factory) -> tuple[Path, list[int]]:
+    """A 2-epoch training run on scene_data: the bundle folder and the images it encoded."""
+    root = tmp_path_factory.mktemp("train")
+    with count_encodes() as encoded:
+        bundle = train(scene_data, root / "bundle", root / "cache")
+    return bundle, encoded
+
+
+@pytest.fixture(scope="module")
+def small_scenes(scene_data, tmp_path_factory) -> Path:
+    """12 train and 2 val images of scene_data: for tests that train several times."""
+    return subset_copy(scene_data, tmp_path_factory.mktemp("small-scenes"), 12, 2)
+
+
+@pytest.fixture(scope="module")
+def resumed(small_scenes, tmp_path_factory) -> dict:
+    """Three runs sharing one feature cache: 2 epochs straight; 1 epoch, then resumed to 2."""
+    root = tmp_path_factory.mktemp("resume")
+    cache = root / "cache"
+    runs: dict = {"encoded": []}
+    with count_encodes() as encoded:
+        runs["straight"] = train(small_scenes, root / "straight", cache)
+        runs["encoded"].append(sum(encoded))
+        runs["resumed"] = train(
+            small_scenes, root / "resumed", cache, train_cfg=dataclasses.replace(CFG, epochs=1)
+        )
+        runs["encoded"].append(sum(encoded) - sum(runs["encoded"]))
+        runs["after_first"] = read_metrics(runs["resumed"])
+        train(small_scenes, root / "resumed", cache, resume=True)
+        runs["encoded"].append(sum(encoded) - sum(runs["encoded"]))
+    return runs
+
+
+# --------------------------------------------------------------------------- train_caption
+
+
+def test_trained_bundle_loads_and_captions(trained, scene_data) -> None:
+    bundle, encoded = trained
+    assert sum(encoded) == 48  # 40 train + 8 val images, each encoded once
+    model = captioner.load(bundle, device="cpu")
+    res = model.caption(scene_data / "images" / "test" / "000000.jpg")
+    assert res.words and res.caption == " ".join(res.words)
+    assert set(res.words) <= set(model.vocab.itos)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["training"]["data"]["train_images"] == 40
+    assert manifest["training"]["epochs_run"] == 2
+    assert set(manifest["metrics"]["val"]) == METRICS
+
+
+def test_bundle_holds_no_pickle(trained) -> None:
+    bundle, _ = trained
+    top = sorted(p.name for p in bundle.iterdir())
+    assert top == ["checkpoint", "decoder.safetensors", "manifest.json", "metrics.jsonl"]
+    pickles = [p for p in bundle.rglob("*") if p.suffix in (".pt", ".pth", ".pkl", ".pickle")]
+    assert pickles == []
+    checkpoint = sorted(p.name for p in (bundle / "checkpoint").iterdir())
+    assert checkpoint == [
+        "best.safetensors",
+        "model-2.safetensors",
+        "optimizer-2.safetensors",
+        "state.json",
+    ]
+
+
+def test_metrics_log_has_one_row_per_epoch(trained) -> None:
+    bundle, _ = trained
+    rows = read_metrics(bundle)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for row in rows:
+        assert 0.0 <= row["val_BLEU-4"] <= 1.0
+        assert row["val_CIDEr-D"] >= 0.0
+        assert row["train_loss"] > 0.0
+
+
+def test_resume_continues_after_the_last_epoch(resumed) -> None:
+    out = resumed["resumed"]
+    rows = read_metrics(out)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[0] == resumed["after_first"][0]  # epoch 1 was not trained again
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 2
+    assert [h["epoch"] for h in state["history"]] == [1, 2]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["training"]["epochs_run"] == 2
+    # Optimizer, RNG and data order are restored: 1 + 1 epochs match 2 epochs in one go.
+    straight = read_metrics(resumed["straight"])
+    assert rows[1]["train_loss"] == pytest.approx(straight[1]["train_loss"], rel=1e-5)
+    assert rows[1]["val_CIDEr-D"] == pytest.approx(straight[1]["val_CIDEr-D"], rel=1e-5)
+
+
+def test_later_training_runs_reuse_the_feature_cache(resumed) -> None:
+    assert resumed["encoded"][0] == 14  # 12 train + 2 val images, encoded by the first run
+    assert resumed["encoded"][1:] == [0, 0]
+
+
+def test_feature_cache_is_not_rebuilt(tmp_path) -> None:
+    from captioner.data.features import build_feature_cache
+    from captioner.encoders import Preprocess
+
+    names = [save_image(tmp_path / "imgs" / f"{i}.png", seed=i, fmt="PNG").name for i in range(3)]
+    calls: list[int] = []
+
+    def encode(batch: torch.Tensor) -> torch.Tensor:
+        calls.append(batch.size(0))
+        return batch.float().mean(dim=(2, 3)).unsqueeze(1)  # (B, 1, 3)
+
+    def build():
+        return build_feature_cache(
+            encode, "fake", Preprocess(size=32), tmp_path / "imgs", names, tmp_path / "cache",
+            feature_shape=(1, 3), workers=0, progress=False,
+        )  # fmt: skip
+
+    first = build().tensor(names)
+    assert calls == [3]
+    second = build().tensor(names)
+    assert torch.equal(first, second)
+    assert calls == [3]  # nothing encoded the second time
+
+
+def test_unreadable_training_image_is_skipped_with_a_warning(
+    small_scenes, tmp_path, caplog
+) -> None:
+    root = subset_copy(small_scenes, tmp_path / "scenes", 12, 2)
+    (root / "images" / "train" / "000003.jpg").write_text("not a JPEG any more")
+    with caplog.at_level(logging.WARNING):
+        bundle = train(
+            root,
+            tmp_path / "bundle",
+            tmp_path / "cache",
+            train_cfg=dataclasses.replace(CFG, epochs=1),
+        )
+    assert "000003.jpg" in caplog.text
+    assert "1 of 12 images could not be read" in caplog.text
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["training"]["data"]["train_images"] == 11
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def test_evaluate_caption_reports_coco_metrics(trained, scene_data, tmp_path) -> None:
+    bundle, _ = trained
+    result = evaluate_caption(
+        bundle,
+        scene_data / "test.json",
+        scene_data / "images",
+        device="cpu",
+        cache_root=tmp_path / "cache",
+        workers=0,
+        progress=False,
+    )
+    assert METRICS <= set(result)
+    assert result["images"] == 8 and result["skipped"] == 0
+    assert result["beam_size"] == OPTS.beam_size
+    for name in METRICS - {"CIDEr-D"}:
+        assert 0.0 <= result[name] <= 1.0
+    assert result["CIDEr-D"] >= 0.0
+    assert len(result["examples"]) == 5
+    assert all(ex["references"] for ex in result["examples"])
+    json.dumps(result)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def test_training_loss_goes_down(tmp_path) -> None:
+    words = ["red", "blue", "circle", "square", "a", "big", "small"]
+    vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", *words])
+    captions = ["a red circle", "a blue square", "a big red square", "a small blue circle"]
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(4, 6, 12, generator=g)  # (images, grid cells, channels)
+    pairs = [(i, vocab.encode(c)) for i, c in enumerate(captions)]
+    config = CaptionDecoderConfig(
+        vocab_size=len(vocab), feature_dim=12, proj_dim=16, embed_dim=8, hidden_dim=16,
+        attention_dim=8, dropout=0.0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    task = CaptionTask(
+        CaptionDecoder(config),
+        vocab,
+        features,
+        pairs,
+        features,
+        [[c] for c in captions],
+        torch.device("cpu"),
+        batch_size=2,
+        max_len=6,
+    )
+    cfg = TrainConfig(epochs=15, lr=1e-2, patience=0, progress=False)
+    result = fit(task, cfg, tmp_path / "run", torch.device("cpu"))
+    losses = [row["train_loss"] for row in result.history]
+    assert len(losses) == 15
+    assert losses[-1] < 0.5 * losses[0]
+    assert losses[-1] < min(losses[:3])
