@@ -42,12 +42,11 @@ def main() -> None:
         t0 = time.perf_counter()
         cache = build_feature_cache(
             cap.encode,
-            cap.encoder.name,
-            cap.preprocess,
-            folder,
+            ImageFiles([folder / f for f in files], cap.preprocess),
             files,
             Path(tmp),
-            feature_shape=(49, cap.encoder.feature_dim),
+            item_shape=(49, cap.encoder.feature_dim),
+            meta={"encoder": cap.encoder.name},
             progress=False,
         )
         t_build = time.perf_counter() - t0

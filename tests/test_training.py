@@ -192,6 +192,7 @@ def test_later_training_runs_reuse_the_feature_cache(resumed) -> None:
 
 def test_feature_cache_is_not_rebuilt(tmp_path) -> None:
     from captioner.data.features import build_feature_cache
+    from captioner.data.images import ImageFiles
     from captioner.encoders import Preprocess
 
     names = [save_image(tmp_path / "imgs" / f"{i}.png", seed=i, fmt="PNG").name for i in range(3)]
@@ -201,10 +202,13 @@ def test_feature_cache_is_not_rebuilt(tmp_path) -> None:
         calls.append(batch.size(0))
         return batch.float().mean(dim=(2, 3)).unsqueeze(1)  # (B, 1, 3)
 
+    dataset = ImageFiles([tmp_path / "imgs" / n for n in names], Preprocess(size=32))
+
     def build():
         return build_feature_cache(
-            encode, "fake", Preprocess(size=32), tmp_path / "imgs", names, tmp_path / "cache",
-            feature_shape=(1, 3), workers=0, progress=False,
+            encode, dataset, names, tmp_path / "cache", item_shape=(1, 3),
+            meta={"encoder": "fake", "preprocess": Preprocess(size=32).to_dict()},
+            workers=0, progress=False,
         )  # fmt: skip
 
     first = build().tensor(names)

@@ -11,14 +11,15 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
-from captioner.data.images import ImageFiles, image_loader
+from captioner.data.images import image_loader
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def cache_key(encoder_name: str, preprocess: dict, images_root: str | os.PathLik
 
 
 class FeatureCache:
-    """Read access to a finished cache: ``cache[file_name]`` -> (N, C) float16 array."""
+    """Read access to a finished cache: ``cache[key]`` -> one item's float16 features."""
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
@@ -53,45 +54,45 @@ class FeatureCache:
         return self.array[self.rows[name]]
 
     def tensor(self, names: Sequence[str]) -> torch.Tensor:
-        """Rows for ``names`` stacked into a float32 (B, N, C) tensor."""
+        """Rows for ``names`` stacked into a float32 (B, ...) tensor."""
         idx = np.array([self.rows[n] for n in names])
         return torch.from_numpy(np.ascontiguousarray(self.array[idx])).float()
 
     def load_all(self, names: Sequence[str]) -> torch.Tensor:
-        """All rows for ``names`` in RAM as float16 (B, N, C): fast random access for training."""
+        """All rows for ``names`` in RAM as float16 (B, ...): fast random access for training."""
         idx = np.array([self.rows[n] for n in names])
         return torch.from_numpy(np.ascontiguousarray(self.array[idx]))
 
 
 def build_feature_cache(
-    encode,
-    encoder_name: str,
-    preprocess,
-    images_root: str | os.PathLike,
-    file_names: Sequence[str],
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    dataset: Dataset,
+    keys: Sequence[str],
     folder: str | os.PathLike,
-    feature_shape: tuple[int, int],
+    item_shape: tuple[int, ...],
+    meta: dict,
     batch_size: int = 32,
     workers: int = 2,
     progress: bool = True,
+    unit: str = "img",
 ) -> FeatureCache:
-    """Encode every image in ``file_names`` (relative to ``images_root``) once, resumably.
+    """Encode every item of ``dataset`` once into ``folder``, resumably.
 
-    ``encode`` maps a (B, 3, S, S) uint8 batch to (B, N, C) features. Unreadable images are
-    recorded in ``index.json`` under ``failed`` with the reason, and skipped.
+    ``dataset[i]`` gives ``{"index": i, "image": tensor, "error": str}`` (see
+    :class:`captioner.data.images.ImageFiles`); ``keys[i]`` names item i in the cache. ``encode``
+    maps a batch of items' tensors to features of ``item_shape`` each. ``meta`` (encoder,
+    preprocessing, source, sampling...) must match for an existing cache to be reused.
+    Unreadable items are recorded in ``index.json`` under ``failed`` with the reason.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    names = list(dict.fromkeys(file_names))
-    meta = {
-        "encoder": encoder_name,
-        "preprocess": preprocess.to_dict(),
-        "images_root": str(Path(images_root).resolve()),
-        "shape": [len(names), *feature_shape],
-        "dtype": "float16",
-        "files": names,
-    }
-    meta = json.loads(json.dumps(meta))  # tuples -> lists, as index.json reads back
+    if len(set(keys)) != len(keys) or len(keys) != len(dataset):
+        raise ValueError("feature cache keys must be unique, one per dataset item")
+    meta = json.loads(
+        json.dumps(
+            {**meta, "shape": [len(keys), *item_shape], "dtype": "float16", "files": list(keys)}
+        )
+    )  # tuples -> lists, as index.json reads back
     feat_path, done_path, index_path = folder / "features.npy", folder / "done.npy", folder / INDEX
     old = json.loads(index_path.read_text()) if index_path.exists() else None
     reuse = (
@@ -106,28 +107,27 @@ def build_feature_cache(
         failed = old.get("failed", {})
     else:
         array = np.lib.format.open_memmap(
-            feat_path, mode="w+", dtype=np.float16, shape=(len(names), *feature_shape)
+            feat_path, mode="w+", dtype=np.float16, shape=(len(keys), *item_shape)
         )
-        done = np.zeros(len(names), dtype=bool)
+        done = np.zeros(len(keys), dtype=bool)
         failed = {}
     _write_index(index_path, {**meta, "failed": failed})  # so an interrupted build resumes
     np.save(done_path, done)
-    todo = [i for i in range(len(names)) if not done[i] and names[i] not in failed]
+    todo = [i for i in range(len(keys)) if not done[i] and keys[i] not in failed]
     if todo:
-        log.info("encoding %d of %d images into %s", len(todo), len(names), folder)
-        dataset = ImageFiles([Path(images_root) / names[i] for i in todo], preprocess)
-        loader = image_loader(dataset, batch_size, workers)
-        bar = tqdm(total=len(todo), desc="encoding images", unit="img", disable=not progress)
+        log.info("encoding %d of %d items into %s", len(todo), len(keys), folder)
+        loader = image_loader(Subset(dataset, todo), batch_size, workers)
+        bar = tqdm(total=len(todo), desc="encoding", unit=unit, disable=not progress)
         for batch in loader:
             ok = [j for j, e in enumerate(batch["error"]) if not e]
             for j, err in enumerate(batch["error"]):
                 if err:
-                    name = names[todo[batch["index"][j]]]
-                    failed[name] = err
-                    log.warning("skipping %s: %s", name, err)
+                    key = keys[batch["index"][j]]
+                    failed[key] = err
+                    log.warning("skipping %s: %s", key, err)
             if ok:
                 feats = encode(batch["image"][ok]).float().cpu().numpy().astype(np.float16)
-                rows = [todo[batch["index"][j]] for j in ok]
+                rows = [batch["index"][j] for j in ok]
                 array[rows] = feats
                 done[rows] = True
             bar.update(len(batch["error"]))

@@ -218,14 +218,18 @@ def cached_split(
     encoder = prepare_encoder(encoder, device)
     pre = encoder.preprocess
     key = cache_key(encoder.name, pre.to_dict(), images)
+    names = list(dict.fromkeys(r.file_name for r in records))
     cache = build_feature_cache(
         lambda batch: encode_images(encoder, batch, device),
-        encoder.name,
-        pre,
-        images,
-        [r.file_name for r in records],
+        ImageFiles([Path(images) / n for n in names], pre),
+        names,
         _split_folder(cache_root / "features" / key, records),
-        feature_shape=(grid_cells(encoder), encoder.feature_dim),
+        item_shape=(grid_cells(encoder), encoder.feature_dim),
+        meta={
+            "encoder": encoder.name,
+            "preprocess": pre.to_dict(),
+            "images_root": str(Path(images).resolve()),
+        },
         batch_size=batch_size,
         workers=workers,
         progress=progress,
