@@ -1,4 +1,4 @@
-# Two commands on a fresh machine:  make run   (caption examples/)   and   make test
+# Two commands on a fresh machine:  make run  (caption and label examples/)  and  make test
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -15,7 +15,8 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/captioner caption examples/ --out captions.jsonl
-	@cat captions.jsonl
+	$(BIN)/captioner activity examples/ --out activities.jsonl
+	@cat captions.jsonl activities.jsonl
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -31,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/beam_batching.py
 	$(BIN)/python bench/caption_folder.py
 	$(BIN)/python bench/feature_cache.py
+	$(BIN)/python bench/activity_clip.py
 
 clean:
-	rm -rf $(VENV) captions.jsonl .pytest_cache
+	rm -rf $(VENV) captions.jsonl activities.jsonl .pytest_cache

@@ -83,6 +83,21 @@ def _add_data(sub) -> None:
     s.add_argument("--n-novel", type=_non_negative, default=500)
     s.add_argument("--image-size", type=_positive, default=224)
     s.set_defaults(func=_cmd_scenes)
+    m = dsub.add_parser(
+        "motion",
+        help="synthetic motion clips (folder per class)",
+        description="Write DIR/{train,val,test}/<class>/*.mp4: short clips whose class depends "
+        "on temporal order (moving left/right/up/down, growing/shrinking, rotating, static).",
+    )
+    m.add_argument("--out", required=True, help="output folder")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--n-per-class", type=_positive, default=60, help="training clips per class")
+    m.add_argument("--n-val-per-class", type=_positive, help="default: n-per-class / 4")
+    m.add_argument("--n-test-per-class", type=_positive, help="default: n-per-class / 4")
+    m.add_argument("--frames", type=_positive, default=24)
+    m.add_argument("--fps", type=_positive, default=12)
+    m.add_argument("--size", type=_positive, default=128)
+    m.set_defaults(func=_cmd_motion)
 
 
 def _cmd_scenes(args: argparse.Namespace) -> int:
@@ -93,6 +108,58 @@ def _cmd_scenes(args: argparse.Namespace) -> int:
     )
     print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
     return 0
+
+
+def _cmd_motion(args: argparse.Namespace) -> int:
+    from captioner.data.motion import generate_motion
+
+    paths = generate_motion(
+        args.out,
+        args.seed,
+        args.n_per_class,
+        args.n_val_per_class,
+        args.n_test_per_class,
+        frames=args.frames,
+        fps=args.fps,
+        size=args.size,
+    )
+    print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
+    return 0
+
+
+def _add_run_options(p, epochs: int | None = None, **train_defaults) -> None:
+    """Options every train / evaluate command takes; training ones when ``epochs`` is given."""
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--workers", type=_non_negative, default=2, help="decoding processes")
+    p.add_argument("--cache-dir", help="feature cache root (default: ~/.cache/captioner)")
+    if epochs is None:
+        return
+    d = train_defaults
+    p.add_argument("--epochs", type=_positive, default=epochs)
+    p.add_argument("--batch-size", type=_positive, default=d["batch_size"])
+    p.add_argument("--lr", type=float, default=d["lr"])
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--grad-clip", type=float, default=5.0, help="max gradient norm")
+    p.add_argument(
+        "--patience", type=_non_negative, default=d["patience"], help="0: no early stopping"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--name", default=d["name"], help="model name stored in the manifest")
+
+
+def _train_config(args: argparse.Namespace, monitor: str):
+    from captioner.training.loop import TrainConfig
+
+    return TrainConfig(
+        epochs=args.epochs,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip,
+        patience=args.patience,
+        monitor=monitor,
+        seed=args.seed,
+    )
 
 
 def _add_train(sub) -> None:
@@ -112,13 +179,6 @@ def _add_train(sub) -> None:
     c.add_argument("--val-split", help="Karpathy split for --val")
     c.add_argument("--out", required=True, help="bundle folder to write")
     c.add_argument("--encoder", default="efficientnet_lite0", help="registered encoder name")
-    c.add_argument("--epochs", type=_positive, default=20)
-    c.add_argument("--batch-size", type=_positive, default=64)
-    c.add_argument("--lr", type=float, default=4e-4)
-    c.add_argument("--weight-decay", type=float, default=1e-4)
-    c.add_argument("--grad-clip", type=float, default=5.0)
-    c.add_argument("--patience", type=_non_negative, default=5, help="0 disables early stopping")
-    c.add_argument("--seed", type=int, default=0)
     c.add_argument("--embed-dim", type=_positive, default=256)
     c.add_argument("--hidden-dim", type=_positive, default=512)
     c.add_argument("--attention-dim", type=_positive, default=256)
@@ -143,17 +203,40 @@ def _add_train(sub) -> None:
         default=0,
         help="also train the encoder's last N blocks (slower: no feature cache)",
     )
-    c.add_argument("--device", default="auto")
-    c.add_argument("--workers", type=_non_negative, default=2)
-    c.add_argument("--cache-dir", help="feature cache root (default: ~/.cache/captioner)")
-    c.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
-    c.add_argument("--name", default="captioner", help="model name stored in the manifest")
+    _add_run_options(c, epochs=20, batch_size=64, lr=4e-4, patience=5, name="captioner")
     c.set_defaults(func=_cmd_train_caption)
+
+    a = tsub.add_parser(
+        "activity",
+        help="train a video activity model (LSTM over CNN frame grids)",
+        description="Train an LRCN-style activity model on frame features of a frozen encoder. "
+        "Data: a folder per class, a CSV (path,label) or UCF101 with --train-list.",
+    )
+    a.add_argument("--data", required=True, help="training videos (folder per class, or CSV)")
+    a.add_argument("--val", required=True, help="validation videos (folder per class, or CSV)")
+    a.add_argument("--train-list", help="UCF101 trainlistNN.txt (paths relative to --data)")
+    a.add_argument("--val-list", help="UCF101 testlistNN.txt (paths relative to --val)")
+    a.add_argument("--out", required=True, help="bundle folder to write")
+    a.add_argument("--encoder", default="efficientnet_lite0")
+    a.add_argument("--frames", type=_positive, default=16, help="frames sampled per clip")
+    a.add_argument(
+        "--train-samples", type=_positive, default=2, help="cached clips per training video (TSN)"
+    )
+    a.add_argument("--head", choices=("rnn", "mean"), default="rnn", help="mean: the baseline")
+    a.add_argument("--rnn", choices=("lstm", "gru"), default="lstm")
+    a.add_argument("--layers", type=_positive, default=1)
+    a.add_argument("--hidden-dim", type=_positive, default=256)
+    a.add_argument("--embed-dim", type=_positive, default=256)
+    a.add_argument("--grid", type=_positive, default=3, help="cells per side kept per frame")
+    a.add_argument("--cell-dim", type=_positive, default=32)
+    a.add_argument("--bidirectional", action="store_true")
+    a.add_argument("--dropout", type=float, default=0.3)
+    _add_run_options(a, epochs=30, batch_size=16, lr=1e-3, patience=8, name="activity")
+    a.set_defaults(func=_cmd_train_activity)
 
 
 def _cmd_train_caption(args: argparse.Namespace) -> int:
     from captioner.training.caption import CaptionModelOptions, train_caption
-    from captioner.training.loop import TrainConfig
 
     opts = CaptionModelOptions(
         embed_dim=args.embed_dim,
@@ -171,14 +254,7 @@ def _cmd_train_caption(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         fine_tune_blocks=args.fine_tune_blocks,
     )
-    cfg = TrainConfig(
-        epochs=args.epochs,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        grad_clip=args.grad_clip,
-        patience=args.patience,
-        seed=args.seed,
-    )
+    cfg = _train_config(args, "CIDEr-D")
     out = train_caption(
         args.data,
         args.val,
@@ -189,6 +265,45 @@ def _cmd_train_caption(args: argparse.Namespace) -> int:
         val_split=args.val_split,
         encoder_name=args.encoder,
         model_opts=opts,
+        train_cfg=cfg,
+        device=args.device,
+        resume=args.resume,
+        cache_root=Path(args.cache_dir) if args.cache_dir else None,
+        workers=args.workers,
+        name=args.name,
+        command=shlex.join(["captioner", *sys.argv[1:]]),
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    print(json.dumps({"bundle": str(out), "val": manifest["metrics"]["val"]}, indent=2))
+    return 0
+
+
+def _cmd_train_activity(args: argparse.Namespace) -> int:
+    from captioner.training.activity import ActivityOptions, train_activity
+
+    opts = ActivityOptions(
+        num_frames=args.frames,
+        train_samples=args.train_samples,
+        grid=args.grid,
+        cell_dim=args.cell_dim,
+        embed_dim=args.embed_dim,
+        hidden_dim=args.hidden_dim,
+        layers=args.layers,
+        rnn=args.rnn,
+        bidirectional=args.bidirectional,
+        head=args.head,
+        dropout=args.dropout,
+        batch_size=args.batch_size,
+    )
+    cfg = _train_config(args, "top1")
+    out = train_activity(
+        args.data,
+        args.val,
+        args.out,
+        train_list=args.train_list,
+        val_list=args.val_list,
+        encoder_name=args.encoder,
+        opts=opts,
         train_cfg=cfg,
         device=args.device,
         resume=args.resume,
@@ -217,15 +332,25 @@ def _add_evaluate(sub) -> None:
     c.add_argument("--split", help="Karpathy split to evaluate (e.g. test)")
     c.add_argument("--beam-size", type=_positive, default=None)
     c.add_argument("--limit", type=_positive, help="evaluate only the first N images")
-    c.add_argument("--device", default="auto")
-    c.add_argument("--workers", type=_non_negative, default=2)
-    c.add_argument("--cache-dir", help="feature cache root (default: ~/.cache/captioner)")
     c.add_argument(
         "--record",
         metavar="NAME",
         help="also store the scores in the bundle manifest under metrics.NAME",
     )
+    _add_run_options(c)
     c.set_defaults(func=_cmd_evaluate_caption)
+
+    a = esub.add_parser(
+        "activity",
+        help="top-1/top-5, per-class accuracy and confusion matrix of an activity bundle",
+    )
+    a.add_argument("--bundle", help="activity bundle (default: weights/activity-default)")
+    a.add_argument("--data", required=True, help="labelled videos (folder per class, or CSV)")
+    a.add_argument("--list", dest="split_list", help="UCF101 testlistNN.txt")
+    a.add_argument("--plot", metavar="FILE.png", help="also draw the confusion matrix")
+    a.add_argument("--record", metavar="NAME", help="store the scores in the bundle manifest")
+    _add_run_options(a)
+    a.set_defaults(func=_cmd_evaluate_activity)
 
 
 def _cmd_evaluate_caption(args: argparse.Namespace) -> int:
@@ -252,15 +377,78 @@ def _cmd_evaluate_caption(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate_activity(args: argparse.Namespace) -> int:
+    from captioner.bundle import record_metrics
+    from captioner.inference import default_bundle_dir
+    from captioner.training.activity import evaluate_activity, plot_confusion
+
+    bundle = args.bundle or default_bundle_dir("activity")
+    report = evaluate_activity(
+        bundle,
+        args.data,
+        args.split_list,
+        device=args.device,
+        cache_root=Path(args.cache_dir) if args.cache_dir else None,
+        workers=args.workers,
+    )
+    if args.plot:
+        report["plot"] = str(plot_confusion(report, args.plot))
+    if args.record:
+        record_metrics(bundle, args.record, {**report, "data": str(args.data)})
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _add_activity(sub) -> None:
+    p = sub.add_parser(
+        "activity",
+        help="label the activity in videos",
+        description="Label videos with an activity bundle (default: weights/activity-default). "
+        "Writes one JSON record per input: {path, label, score, top_k} or {path, error}.",
+    )
+    p.add_argument("paths", nargs="+", help="video files, folders (recursive) or globs")
+    p.add_argument("--bundle", help="activity bundle folder")
+    p.add_argument("--top-k", type=_positive, default=5)
+    p.add_argument("--timeline", action="store_true", help="also label sliding windows")
+    p.add_argument("--window", type=float, default=2.0, help="timeline window, seconds")
+    p.add_argument("--stride", type=float, default=1.0, help="timeline stride, seconds")
+    p.add_argument("--batch-size", type=_positive, default=4, help="videos per model batch")
+    p.add_argument("--workers", type=_non_negative, default=2, help="decoding processes")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", help="output .jsonl or .csv (default: JSON lines on stdout)")
+    p.add_argument("--resume", action="store_true", help="skip inputs already in --out")
+    p.set_defaults(func=_cmd_activity)
+
+
+def _cmd_activity(args: argparse.Namespace) -> int:
+    from captioner.batch import label_videos
+
+    return label_videos(
+        args.paths,
+        bundle=args.bundle,
+        out=args.out,
+        top_k=args.top_k,
+        timeline=args.timeline,
+        window=args.window,
+        stride=args.stride,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+        resume=args.resume,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="captioner",
-        description="CNN + LSTM image captioning: caption images, generate data, train, evaluate.",
+        description="CNN + LSTM image captioning and video activity recognition: caption "
+        "images, label videos, generate data, train, evaluate.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_caption(sub)
+    _add_activity(sub)
     _add_data(sub)
     _add_train(sub)
     _add_evaluate(sub)

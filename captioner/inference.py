@@ -21,12 +21,24 @@ from captioner.bundle import Bundle, BundleError, load_bundle, load_state_strict
 from captioner.decoding import Hypothesis, SearchConfig, decode, suppress_ids
 from captioner.encoders import Encoder, Preprocess, build_encoder
 from captioner.media import DEFAULT_LIMITS, ImageLimits, decode_image
+from captioner.models.activity import ActivityModel, ActivityModelConfig
 from captioner.models.caption import CaptionDecoder, CaptionDecoderConfig
+from captioner.video import (
+    DEFAULT_VIDEO_LIMITS,
+    VideoLimits,
+    decode_clip,
+    local_video,
+    probe_video,
+    read_frames,
+    sliding_windows,
+    uniform_indices,
+)
 from captioner.vocab import UNK, Vocabulary
 
 log = logging.getLogger(__name__)
 
 ImageSource = str | os.PathLike | bytes | bytearray | Image.Image
+VideoSource = str | os.PathLike | bytes | bytearray
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -261,10 +273,168 @@ def default_bundle_dir(task: str = "caption") -> Path:
     return Path(__file__).resolve().parent.parent / "weights" / f"{task}-default"
 
 
-def load(path: str | os.PathLike | None = None, device: str | torch.device = "auto") -> Captioner:
+def load(
+    path: str | os.PathLike | None = None, device: str | torch.device = "auto"
+) -> Captioner | ActivityClassifier:
     """Load a bundle folder -> the ready model for its task (default: the shipped captioner)."""
     folder = Path(path) if path is not None else default_bundle_dir("caption")
     bundle = load_bundle(folder)
     if bundle.task == "caption":
         return Captioner.from_bundle(bundle, device=device)
-    raise BundleError(f"{folder}: task {bundle.task!r} is not supported by this version yet")
+    return ActivityClassifier.from_bundle(bundle, device=device)
+
+
+@dataclass
+class ActivityResult:
+    """The activity in a video: best label, its probability, the top k, optionally a timeline."""
+
+    label: str
+    score: float
+    top_k: list[dict[str, Any]]
+    timeline: list[dict[str, Any]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if self.timeline is None:
+            d.pop("timeline")
+        return d
+
+
+class ActivityClassifier:
+    """Video activity recognition: the CNN encodes sampled frames, an LSTM labels the clip."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        model: ActivityModel,
+        classes: list[str],
+        manifest: dict | None = None,
+        device: str | torch.device = "auto",
+        limits: VideoLimits = DEFAULT_VIDEO_LIMITS,
+    ):
+        self.device = resolve_device(device)
+        self.encoder = prepare_encoder(encoder, self.device)
+        self.model = model.eval().to(self.device)
+        self.classes = list(classes)
+        self.manifest = manifest or {}
+        self.limits = limits
+        self.num_frames = int(self.manifest.get("sampling", {}).get("num_frames", 16))
+
+    @classmethod
+    def from_bundle(
+        cls, bundle: str | os.PathLike | Bundle, device: str | torch.device = "auto"
+    ) -> ActivityClassifier:
+        """Load an activity bundle (hash-checked) and its encoder."""
+        b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        m = b.manifest
+        if m["task"] != "activity":
+            raise BundleError(f"{b.path} is a {m['task']!r} bundle, not an activity bundle")
+        try:
+            config = ActivityModelConfig.from_dict(m["model"])
+            classes = list(m["classes"])
+            encoder = build_encoder(m["encoder"]["name"])
+            encoder.preprocess = Preprocess.from_dict(m["encoder"]["preprocess"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{b.path}/manifest.json is incomplete or invalid: {exc}") from exc
+        if len(classes) != config.num_classes:
+            raise BundleError(f"{b.path}: {len(classes)} class names for {config.num_classes}")
+        model = ActivityModel(config)
+        load_state_strict(model, b.weights["model.safetensors"], "activity model")
+        return cls(encoder, model, classes, manifest=m, device=device)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.get("name", "activity")
+
+    @property
+    def size(self) -> int:
+        return self.encoder.preprocess.size
+
+    def load_clip(self, source: VideoSource) -> torch.Tensor:
+        """Decode one video (MediaError on bad input) -> (T, 3, S, S) uint8 uniform clip."""
+        clip = decode_clip(source, self.num_frames, self.size, "uniform", limits=self.limits)
+        return torch.from_numpy(clip.frames).permute(0, 3, 1, 2)
+
+    @torch.inference_mode()
+    def probabilities(self, clips: torch.Tensor, frame_batch: int = 64) -> torch.Tensor:
+        """(B, T, 3, S, S) uint8 clips -> (B, K) probabilities; frames batched across clips."""
+        flat = clips.reshape(-1, *clips.shape[-3:])
+        grids = torch.cat(
+            [
+                encode_images(self.encoder, flat[s : s + frame_batch], self.device)
+                for s in range(0, flat.size(0), frame_batch)
+            ]
+        )
+        feats = grids.reshape(*clips.shape[:2], *grids.shape[1:]).float()  # (B, T, N, C)
+        with autocast(self.device):
+            logits = self.model(feats).logits
+        return logits.float().softmax(-1).cpu()
+
+    def classify_batch(self, clips: Sequence[torch.Tensor], top_k: int = 5) -> list[ActivityResult]:
+        """(T, 3, S, S) uint8 clips (from :meth:`load_clip`) -> results; for batchers."""
+        if not clips:
+            return []
+        return [self._result(p, top_k) for p in self.probabilities(torch.stack(list(clips)))]
+
+    def classify(
+        self,
+        videos: VideoSource | Sequence[VideoSource],
+        top_k: int = 5,
+        timeline: bool = False,
+        window: float = 2.0,
+        stride: float = 1.0,
+    ) -> ActivityResult | list[ActivityResult]:
+        """Label one video (-> a result) or several (-> a list, in order).
+
+        With ``timeline``, the video is also labelled in sliding windows of ``window`` seconds
+        every ``stride`` seconds (each window sampled like a whole clip).
+        """
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        single = isinstance(videos, (str, os.PathLike, bytes, bytearray))
+        sources = [videos] if single else list(videos)
+        results = []
+        for source in sources:
+            result = self.classify_batch([self.load_clip(source)], top_k)[0]
+            if timeline:
+                result.timeline = self.timeline(source, window, stride)
+            results.append(result)
+        return results[0] if single else results
+
+    def timeline(
+        self, source: VideoSource, window: float = 2.0, stride: float = 1.0
+    ) -> list[dict[str, Any]]:
+        """Labels over time: ``[{start, end, label, score}]`` for sliding windows."""
+        with local_video(source, self.limits) as path:
+            info = probe_video(path, self.limits)
+            fps = info.fps if info.fps > 0 else 25.0
+            spans = sliding_windows(info.duration_s, window, stride)
+            wanted = []
+            for start, end in spans:
+                first = min(int(start * fps), info.frame_count - 1)
+                count = max(1, min(int(round((end - start) * fps)), info.frame_count - first))
+                wanted.append([first + i for i in uniform_indices(count, self.num_frames)])
+            unique = sorted({i for w in wanted for i in w})
+            frames, _ = read_frames(path, unique, self.size, self.limits)
+        pos = {idx: k for k, idx in enumerate(unique)}
+        tensor = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (U, 3, S, S), decoded once
+        clips = torch.stack([tensor[[pos[i] for i in w]] for w in wanted])
+        probs = self.probabilities(clips)
+        return [
+            {
+                "start": round(s, 3),
+                "end": round(e, 3),
+                "label": self.classes[int(p.argmax())],
+                "score": round(float(p.max()), 4),
+            }
+            for (s, e), p in zip(spans, probs, strict=True)
+        ]
+
+    def _result(self, probs: torch.Tensor, top_k: int) -> ActivityResult:
+        k = min(top_k, len(self.classes))
+        values, idx = probs.topk(k)
+        top = [
+            {"label": self.classes[int(i)], "score": round(float(v), 4)}
+            for v, i in zip(values, idx, strict=True)
+        ]
+        return ActivityResult(top[0]["label"], top[0]["score"], top)

@@ -26,11 +26,12 @@ log = logging.getLogger(__name__)
 INDEX = "index.json"
 
 
-def cache_key(encoder_name: str, preprocess: dict, images_root: str | os.PathLike) -> str:
-    """A short stable id for (encoder, preprocessing, image folder)."""
-    text = json.dumps(
-        [encoder_name, preprocess, str(Path(images_root).resolve())], sort_keys=True
-    ).encode()
+def cache_key(
+    encoder_name: str, preprocess: dict, images_root: str | os.PathLike | None = None
+) -> str:
+    """A short stable id for (encoder, preprocessing[, image folder])."""
+    root = str(Path(images_root).resolve()) if images_root is not None else None
+    text = json.dumps([encoder_name, preprocess, root], sort_keys=True).encode()
     return hashlib.sha1(text).hexdigest()[:16]
 
 

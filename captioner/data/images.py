@@ -19,8 +19,10 @@ from captioner.encoders import Preprocess
 from captioner.media import DEFAULT_LIMITS, IMAGE_SUFFIXES, ImageLimits, MediaError, decode_image
 
 
-def expand_paths(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[str]]:
-    """Files, folders (recursive, image suffixes only, sorted) and glob patterns -> file paths.
+def expand_paths(
+    inputs: Iterable[str | os.PathLike], suffixes: frozenset[str] = IMAGE_SUFFIXES
+) -> tuple[list[Path], list[str]]:
+    """Files, folders (recursive, ``suffixes`` only, sorted) and glob patterns -> file paths.
 
     Returns the paths in a stable order without duplicates, and a list of the inputs that
     matched nothing (for the caller to report).
@@ -39,9 +41,7 @@ def expand_paths(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[
         text = str(item)
         p = Path(text)
         if p.is_dir():
-            found = sorted(
-                f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-            )
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes)
             if not found:
                 unmatched.append(text)
             for f in found:

@@ -1,0 +1,297 @@
+"""Activity training and evaluation: clips -> cached frame grids -> the shared loop."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from captioner import metrics
+from captioner.bundle import save_bundle
+from captioner.data.features import build_feature_cache, cache_key
+from captioner.data.videos import ClipFiles, VideoDataset, VideoRecord, load_video_dataset
+from captioner.encoders import Encoder, build_encoder
+from captioner.inference import encode_images, prepare_encoder, resolve_device
+from captioner.models.activity import ActivityModel, ActivityModelConfig
+from captioner.training.caption import default_cache_root, grid_cells
+from captioner.training.loop import TrainConfig, fit
+
+log = logging.getLogger(__name__)
+
+
+def encode_clips(encoder: Encoder, clips: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(..., T, 3, S, S) uint8 -> (..., T, N, C): all frames of all clips in one encoder batch."""
+    lead = clips.shape[:-3]
+    grid = encode_images(encoder, clips.reshape(-1, *clips.shape[-3:]), device)
+    return grid.reshape(*lead, *grid.shape[1:])
+
+
+@dataclass
+class CachedClips:
+    records: list[VideoRecord]
+    features: torch.Tensor  # (M, K, T, N, C) float16
+
+
+def cached_clips(
+    data: VideoDataset,
+    encoder: Encoder,
+    num_frames: int,
+    samples: int,
+    cache_root: Path,
+    device: torch.device,
+    batch_size: int = 4,
+    workers: int = 2,
+    progress: bool = True,
+) -> CachedClips:
+    """Encode every video's clips once (or reuse the cache); unreadable videos are skipped."""
+    encoder = prepare_encoder(encoder, device)
+    pre = encoder.preprocess
+    keys = [str(r.path.resolve()) for r in data.records]
+    digest = hashlib.sha1("\n".join(keys).encode()).hexdigest()[:12]
+    folder = cache_root / "clips" / cache_key(encoder.name, pre.to_dict()) / digest
+    cache = build_feature_cache(
+        lambda batch: encode_clips(encoder, batch, device),
+        ClipFiles([r.path for r in data.records], num_frames, pre.size, samples),
+        keys,
+        folder / f"t{num_frames}-k{samples}",
+        item_shape=(samples, num_frames, grid_cells(encoder), encoder.feature_dim),
+        meta={"encoder": encoder.name, "preprocess": pre.to_dict(), "sampling": "tsn-v1"},
+        batch_size=batch_size,
+        workers=workers,
+        progress=progress,
+        unit="video",
+    )
+    kept = [r for r, k in zip(data.records, keys, strict=True) if k in cache]
+    if len(kept) < len(data.records):
+        skipped = len(data.records) - len(kept)
+        log.warning("%d of %d videos could not be read and are skipped", skipped, len(keys))
+    if not kept:
+        raise ValueError("none of the videos could be read")
+    return CachedClips(kept, cache.load_all([str(r.path.resolve()) for r in kept]))
+
+
+def predict(
+    model: ActivityModel, features: torch.Tensor, device: torch.device, batch_size: int = 64
+) -> torch.Tensor:
+    """Class probabilities (M, K) for (M, T, N, C) cached clips."""
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for s in range(0, features.size(0), batch_size):
+            logits = model(features[s : s + batch_size].to(device).float()).logits
+            out.append(logits.float().softmax(-1).cpu())
+    return torch.cat(out)
+
+
+def classification_report(probs: torch.Tensor, labels: list[int], classes: list[str]) -> dict:
+    """top1, top5, per-class accuracy and the confusion matrix (rows: true class)."""
+    preds = probs.argmax(-1).tolist()
+    confusion = metrics.confusion_matrix(preds, labels, len(classes))
+    return {
+        "top1": metrics.topk_accuracy(probs.tolist(), labels, 1),
+        "top5": metrics.topk_accuracy(probs.tolist(), labels, min(5, len(classes))),
+        "per_class": dict(zip(classes, metrics.per_class_accuracy(confusion), strict=True)),
+        "confusion": confusion,
+        "classes": classes,
+        "videos": len(labels),
+    }
+
+
+class ActivityTask:
+    """Cached clips for :func:`captioner.training.loop.fit`; a random cached clip per epoch."""
+
+    def __init__(
+        self,
+        model: ActivityModel,
+        train: CachedClips,
+        val: CachedClips,
+        classes: list[str],
+        device: torch.device,
+        batch_size: int = 16,
+        seed: int = 0,
+    ):
+        self.model, self.train, self.val, self.classes = model, train, val, classes
+        self.device, self.batch_size, self.seed = device, batch_size, seed
+        self.labels = torch.tensor([r.label for r in train.records])
+
+    def num_batches(self) -> int:
+        return math.ceil(len(self.train.records) / self.batch_size)
+
+    def train_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        g = torch.Generator().manual_seed(self.seed * 1000 + epoch)
+        order = torch.randperm(len(self.labels), generator=g)
+        samples = self.train.features.size(1)
+        for s in range(0, len(order), self.batch_size):
+            rows = order[s : s + self.batch_size]
+            pick = torch.randint(samples, (len(rows),), generator=g)
+            feats = self.train.features[rows, pick].to(self.device).float()  # (B, T, N, C)
+            yield feats, self.labels[rows].to(self.device)
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor], epoch: int) -> torch.Tensor:
+        feats, labels = batch
+        return self.model(feats, labels).loss
+
+    def validate(self) -> dict[str, float]:
+        probs = predict(self.model, self.val.features[:, 0], self.device)
+        report = classification_report(probs, [r.label for r in self.val.records], self.classes)
+        return {"top1": report["top1"], "top5": report["top5"]}
+
+
+@dataclass(frozen=True)
+class ActivityOptions:
+    """Model shape and sampling options for activity training."""
+
+    num_frames: int = 16
+    train_samples: int = 2  # cached clips per training video: the centre one + random (TSN)
+    grid: int = 3
+    cell_dim: int = 32
+    embed_dim: int = 256
+    hidden_dim: int = 256
+    layers: int = 1
+    rnn: str = "lstm"
+    bidirectional: bool = False
+    head: str = "rnn"
+    dropout: float = 0.3
+    batch_size: int = 16
+
+
+def train_activity(
+    data: str | os.PathLike,
+    val: str | os.PathLike,
+    out: str | os.PathLike,
+    train_list: str | os.PathLike | None = None,
+    val_list: str | os.PathLike | None = None,
+    encoder_name: str = "efficientnet_lite0",
+    opts: ActivityOptions | None = None,
+    train_cfg: TrainConfig | None = None,
+    device: str = "auto",
+    resume: bool = False,
+    cache_root: Path | None = None,
+    workers: int = 2,
+    name: str = "activity",
+    command: str | None = None,
+) -> Path:
+    """Train an activity model over cached frame grids and write a bundle."""
+    opts = opts or ActivityOptions()
+    train_cfg = train_cfg or TrainConfig(monitor="top1")
+    dev = resolve_device(device)
+    cache_root = cache_root or default_cache_root()
+    train_data = load_video_dataset(data, train_list)
+    val_data = load_video_dataset(val, val_list, classes=train_data.classes)
+    encoder = build_encoder(encoder_name)
+    common = dict(cache_root=cache_root, device=dev, workers=workers, progress=train_cfg.progress)
+    train = cached_clips(train_data, encoder, opts.num_frames, opts.train_samples, **common)
+    val_clips = cached_clips(val_data, encoder, opts.num_frames, 1, **common)
+    config = ActivityModelConfig(
+        num_classes=len(train_data.classes),
+        feature_dim=encoder.feature_dim,
+        grid=opts.grid,
+        cell_dim=opts.cell_dim,
+        embed_dim=opts.embed_dim,
+        hidden_dim=opts.hidden_dim,
+        layers=opts.layers,
+        rnn=opts.rnn,
+        bidirectional=opts.bidirectional,
+        head=opts.head,
+        dropout=opts.dropout,
+    )
+    torch.manual_seed(train_cfg.seed)
+    model = ActivityModel(config)
+    task = ActivityTask(
+        model, train, val_clips, train_data.classes, dev, opts.batch_size, train_cfg.seed
+    )
+    result = fit(task, train_cfg, out, dev, resume=resume)
+    manifest = {
+        "task": "activity",
+        "name": name,
+        "version": "1",
+        "encoder": {
+            "name": encoder_name,
+            "preprocess": encoder.preprocess.to_dict(),
+            "feature_dim": encoder.feature_dim,
+            "fine_tuned_blocks": 0,
+        },
+        "model": config.to_dict(),
+        "classes": train_data.classes,
+        "sampling": {"num_frames": opts.num_frames, "mode": "uniform"},
+        "training": {
+            "data": {
+                "train": str(data),
+                "val": str(val),
+                "train_videos": len(train.records),
+                "val_videos": len(val_clips.records),
+            },
+            "command": command or "",
+            "config": train_cfg.to_dict(),
+            "options": asdict(opts),
+            "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history),
+            "stopped_early": result.stopped_early,
+        },
+        "metrics": {"val": result.best_metrics},
+    }
+    return save_bundle(out, manifest, {"model.safetensors": result.best_state})
+
+
+def evaluate_activity(
+    bundle: str | os.PathLike,
+    data: str | os.PathLike,
+    split_list: str | os.PathLike | None = None,
+    device: str = "auto",
+    cache_root: Path | None = None,
+    workers: int = 2,
+    progress: bool = True,
+) -> dict:
+    """top1, top5, per-class accuracy and confusion matrix of a bundle on labelled videos."""
+    from captioner.inference import ActivityClassifier
+
+    clf = ActivityClassifier.from_bundle(bundle, device=device)
+    videos = load_video_dataset(data, split_list, classes=clf.classes)
+    clips = cached_clips(
+        videos,
+        clf.encoder,
+        clf.num_frames,
+        1,
+        cache_root or default_cache_root(),
+        clf.device,
+        workers=workers,
+        progress=progress,
+    )
+    probs = predict(clf.model, clips.features[:, 0], clf.device)
+    report = classification_report(probs, [r.label for r in clips.records], clf.classes)
+    report["skipped"] = len(videos.records) - len(clips.records)
+    return report
+
+
+def plot_confusion(report: dict, path: str | os.PathLike) -> Path:
+    """Draw the confusion matrix as a PNG (row-normalised colours, counts written in cells)."""
+    from PIL import Image, ImageDraw
+
+    classes, conf = report["classes"], np.array(report["confusion"], dtype=float)
+    k, cell, margin = len(classes), 44, 190
+    img = Image.new("RGB", (margin + k * cell + 10, margin + k * cell + 10), "white")
+    draw = ImageDraw.Draw(img)
+    rows = conf / np.maximum(conf.sum(1, keepdims=True), 1)
+    for i in range(k):
+        draw.text((5, margin + i * cell + cell // 3), classes[i][:28], fill="black")
+        for j in range(k):
+            shade = int(255 * (1 - rows[i, j]))
+            x0, y0 = margin + j * cell, margin + i * cell
+            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=(shade, shade, 255))
+            colour = "white" if rows[i, j] > 0.5 else "black"
+            draw.text((x0 + 6, y0 + cell // 3), str(int(conf[i, j])), fill=colour)
+    for j in range(k):  # column labels, written vertically
+        label = Image.new("RGB", (margin - 10, 14), "white")
+        ImageDraw.Draw(label).text((0, 0), classes[j][:28], fill="black")
+        img.paste(label.rotate(90, expand=True), (margin + j * cell + cell // 3, 5))
+    draw.text((5, 5), "true \\ predicted", fill="black")
+    out = Path(path)
+    img.save(out)
+    return out
