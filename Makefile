@@ -1,4 +1,4 @@
-# Two commands on a fresh machine:  make run  (caption and label examples/)  and  make test
+# Two commands on a fresh machine:  make run  (caption examples/)  and  make test
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -15,8 +15,7 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/captioner caption examples/ --out captions.jsonl
-	$(BIN)/captioner activity examples/ --out activities.jsonl
-	@cat captions.jsonl activities.jsonl
+	@cat captions.jsonl
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -32,7 +31,6 @@ bench: $(STAMP)
 	$(BIN)/python bench/beam_batching.py
 	$(BIN)/python bench/caption_folder.py
 	$(BIN)/python bench/feature_cache.py
-	$(BIN)/python bench/activity_clip.py
 
 clean:
 	rm -rf $(VENV) captions.jsonl activities.jsonl .pytest_cache

@@ -75,7 +75,7 @@ def main() -> None:
     def uncached() -> None:
         for rows, caps in batches():
             images = collate([dataset[r] for r in rows])["image"]
-            step(cap.encode(images).float(), caps)
+            step(cap.encode(images).float().clone(), caps)  # a normal tensor for autograd
 
     cached()  # warm-up
     t0 = time.perf_counter()

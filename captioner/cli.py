@@ -348,7 +348,12 @@ def _add_evaluate(sub) -> None:
     a.add_argument("--data", required=True, help="labelled videos (folder per class, or CSV)")
     a.add_argument("--list", dest="split_list", help="UCF101 testlistNN.txt")
     a.add_argument("--plot", metavar="FILE.png", help="also draw the confusion matrix")
+    a.add_argument(
+        "--pairs",
+        help="also report accuracy within class pairs 'a/b,c/d' ('motion': the synthetic pairs)",
+    )
     a.add_argument("--record", metavar="NAME", help="store the scores in the bundle manifest")
+    a.add_argument("--record-to", metavar="BUNDLE", help="store them in this bundle instead")
     _add_run_options(a)
     a.set_defaults(func=_cmd_evaluate_activity)
 
@@ -380,7 +385,7 @@ def _cmd_evaluate_caption(args: argparse.Namespace) -> int:
 def _cmd_evaluate_activity(args: argparse.Namespace) -> int:
     from captioner.bundle import record_metrics
     from captioner.inference import default_bundle_dir
-    from captioner.training.activity import evaluate_activity, plot_confusion
+    from captioner.training.activity import evaluate_activity, parse_pairs, plot_confusion
 
     bundle = args.bundle or default_bundle_dir("activity")
     report = evaluate_activity(
@@ -390,11 +395,15 @@ def _cmd_evaluate_activity(args: argparse.Namespace) -> int:
         device=args.device,
         cache_root=Path(args.cache_dir) if args.cache_dir else None,
         workers=args.workers,
+        pairs=parse_pairs(args.pairs) if args.pairs else None,
     )
     if args.plot:
         report["plot"] = str(plot_confusion(report, args.plot))
     if args.record:
-        record_metrics(bundle, args.record, {**report, "data": str(args.data)})
+        target = args.record_to or bundle
+        record_metrics(
+            target, args.record, {**report, "data": str(args.data), "bundle": str(bundle)}
+        )
     print(json.dumps(report, indent=2))
     return 0
 

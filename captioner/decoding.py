@@ -160,6 +160,7 @@ def beam_search(
     banned = _banned_mask(model, cfg, dev)
     pad_only = torch.full((V,), float("-inf"), device=dev)
     pad_only[c.pad_id] = 0.0
+    exact_stop = cfg.length_penalty == 0
 
     def flush(which: torch.Tensor, upto: int) -> None:
         ids = alive[which]
@@ -191,7 +192,9 @@ def beam_search(
         state = state.reorder_beams((beam + offsets).view(-1))
         tokens = word.view(-1)
 
-        done = finished.all(dim=1)  # (A,)
+        # Beams are sorted by score and a live beam's score only falls, so once the top n_best
+        # beams have all finished nothing can overtake them (exact without a length penalty).
+        done = finished[:, : cfg.n_best].all(dim=1) if exact_stop else finished.all(dim=1)
         if t == T - 1 or bool(done.all()):
             flush(torch.ones_like(done), t + 1)
             break

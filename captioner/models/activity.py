@@ -33,6 +33,9 @@ class ActivityModelConfig:
     bidirectional: bool = False
     head: str = "rnn"  # rnn (many-to-one) | mean (order-blind baseline)
     dropout: float = 0.3
+    # The recurrent input also gets each frame's change from the previous one: what moved is
+    # then explicit instead of having to be inferred from two similar embeddings.
+    deltas: bool = True
 
     def __post_init__(self) -> None:
         if self.rnn not in ("lstm", "gru"):
@@ -71,7 +74,7 @@ class ActivityModel(nn.Module):
         if c.head == "rnn":
             rnn_cls = nn.LSTM if c.rnn == "lstm" else nn.GRU
             self.rnn = rnn_cls(
-                c.embed_dim,
+                c.embed_dim * (2 if c.deltas else 1),
                 c.hidden_dim,
                 num_layers=c.layers,
                 batch_first=True,
@@ -100,6 +103,9 @@ class ActivityModel(nn.Module):
         if self.config.head == "mean":
             summary = frames.mean(dim=1)
         else:
+            if self.config.deltas:
+                change = frames - torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
+                frames = torch.cat([frames, change], dim=-1)  # (B, T, 2E)
             out, _ = self.rnn(frames)  # (B, T, H*)
             if self.config.bidirectional:
                 h = self.config.hidden_dim

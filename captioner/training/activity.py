@@ -104,6 +104,39 @@ def classification_report(probs: torch.Tensor, labels: list[int], classes: list[
     }
 
 
+def pair_accuracy(
+    probs: torch.Tensor, labels: list[int], classes: list[str], pairs: list[tuple[str, str]]
+) -> dict:
+    """Accuracy within each pair of classes: for videos of either class, is the right one of
+    the two more probable? 0.5 is chance. Shows what order-blind models cannot tell apart."""
+    index = {c: i for i, c in enumerate(classes)}
+    out = {}
+    for a, b in pairs:
+        if a not in index or b not in index:
+            raise ValueError(f"pair {a}/{b}: both must be classes of the model ({classes})")
+        ia, ib = index[a], index[b]
+        rows = [i for i, y in enumerate(labels) if y in (ia, ib)]
+        if rows:
+            right = [(probs[i, ia] > probs[i, ib]) == (labels[i] == ia) for i in rows]
+            out[f"{a}/{b}"] = sum(bool(r) for r in right) / len(rows)
+    return {"order_pairs": out, "order_pairs_top1": sum(out.values()) / max(len(out), 1)}
+
+
+def parse_pairs(text: str) -> list[tuple[str, str]]:
+    """``a/b,c/d`` -> [(a, b), (c, d)]; ``motion`` -> the synthetic motion order pairs."""
+    if text == "motion":
+        from captioner.data.motion import ORDER_PAIRS
+
+        return [tuple(p) for p in ORDER_PAIRS]
+    pairs = []
+    for item in text.split(","):
+        parts = item.strip().split("/")
+        if len(parts) != 2 or not all(parts):
+            raise ValueError(f"--pairs expects 'a/b,c/d' (or 'motion'), got {item!r}")
+        pairs.append((parts[0], parts[1]))
+    return pairs
+
+
 class ActivityTask:
     """Cached clips for :func:`captioner.training.loop.fit`; a random cached clip per epoch."""
 
@@ -248,8 +281,10 @@ def evaluate_activity(
     cache_root: Path | None = None,
     workers: int = 2,
     progress: bool = True,
+    pairs: list[tuple[str, str]] | None = None,
 ) -> dict:
-    """top1, top5, per-class accuracy and confusion matrix of a bundle on labelled videos."""
+    """top1, top5, per-class accuracy and confusion matrix of a bundle on labelled videos
+    (and the accuracy within each of ``pairs`` of classes)."""
     from captioner.inference import ActivityClassifier
 
     clf = ActivityClassifier.from_bundle(bundle, device=device)
@@ -267,6 +302,8 @@ def evaluate_activity(
     probs = predict(clf.model, clips.features[:, 0], clf.device)
     report = classification_report(probs, [r.label for r in clips.records], clf.classes)
     report["skipped"] = len(videos.records) - len(clips.records)
+    if pairs:
+        report.update(pair_accuracy(probs, [r.label for r in clips.records], clf.classes, pairs))
     return report
 
 
