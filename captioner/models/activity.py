@@ -35,7 +35,7 @@ class ActivityModelConfig:
     dropout: float = 0.3
     # The recurrent input also gets each frame's change from the previous one: what moved is
     # then explicit instead of having to be inferred from two similar embeddings.
-    deltas: bool = True
+    deltas: bool = False
 
     def __post_init__(self) -> None:
         if self.rnn not in ("lstm", "gru"):

@@ -192,6 +192,7 @@ class ActivityOptions:
     bidirectional: bool = False
     head: str = "rnn"
     dropout: float = 0.3
+    deltas: bool = True  # frame-to-frame changes as extra recurrent input
     batch_size: int = 16
 
 
@@ -234,6 +235,7 @@ def train_activity(
         bidirectional=opts.bidirectional,
         head=opts.head,
         dropout=opts.dropout,
+        deltas=opts.deltas,
     )
     torch.manual_seed(train_cfg.seed)
     model = ActivityModel(config)
