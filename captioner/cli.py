@@ -148,18 +148,34 @@ def _add_run_options(p, epochs: int | None = None, **train_defaults) -> None:
     p.add_argument("--name", default=d["name"], help="model name stored in the manifest")
 
 
-def _train_config(args: argparse.Namespace, monitor: str):
+def _training_run(args: argparse.Namespace, monitor: str) -> dict:
+    """The keyword arguments every train_* function takes, from the shared options."""
     from captioner.training.loop import TrainConfig
 
-    return TrainConfig(
-        epochs=args.epochs,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        grad_clip=args.grad_clip,
-        patience=args.patience,
-        monitor=monitor,
-        seed=args.seed,
-    )
+    return {
+        "encoder_name": args.encoder,
+        "train_cfg": TrainConfig(
+            epochs=args.epochs,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            grad_clip=args.grad_clip,
+            patience=args.patience,
+            monitor=monitor,
+            seed=args.seed,
+        ),
+        "device": args.device,
+        "resume": args.resume,
+        "cache_root": Path(args.cache_dir) if args.cache_dir else None,
+        "workers": args.workers,
+        "name": args.name,
+        "command": shlex.join(["captioner", *sys.argv[1:]]),
+    }
+
+
+def _report_bundle(out: Path) -> int:
+    manifest = json.loads((out / "manifest.json").read_text())
+    print(json.dumps({"bundle": str(out), "val": manifest["metrics"]["val"]}, indent=2))
+    return 0
 
 
 def _add_train(sub) -> None:
@@ -254,7 +270,6 @@ def _cmd_train_caption(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         fine_tune_blocks=args.fine_tune_blocks,
     )
-    cfg = _train_config(args, "CIDEr-D")
     out = train_caption(
         args.data,
         args.val,
@@ -263,19 +278,10 @@ def _cmd_train_caption(args: argparse.Namespace) -> int:
         val_images=args.val_images,
         train_split=args.train_split,
         val_split=args.val_split,
-        encoder_name=args.encoder,
         model_opts=opts,
-        train_cfg=cfg,
-        device=args.device,
-        resume=args.resume,
-        cache_root=Path(args.cache_dir) if args.cache_dir else None,
-        workers=args.workers,
-        name=args.name,
-        command=shlex.join(["captioner", *sys.argv[1:]]),
+        **_training_run(args, "CIDEr-D"),
     )
-    manifest = json.loads((out / "manifest.json").read_text())
-    print(json.dumps({"bundle": str(out), "val": manifest["metrics"]["val"]}, indent=2))
-    return 0
+    return _report_bundle(out)
 
 
 def _cmd_train_activity(args: argparse.Namespace) -> int:
@@ -295,26 +301,16 @@ def _cmd_train_activity(args: argparse.Namespace) -> int:
         dropout=args.dropout,
         batch_size=args.batch_size,
     )
-    cfg = _train_config(args, "top1")
     out = train_activity(
         args.data,
         args.val,
         args.out,
         train_list=args.train_list,
         val_list=args.val_list,
-        encoder_name=args.encoder,
         opts=opts,
-        train_cfg=cfg,
-        device=args.device,
-        resume=args.resume,
-        cache_root=Path(args.cache_dir) if args.cache_dir else None,
-        workers=args.workers,
-        name=args.name,
-        command=shlex.join(["captioner", *sys.argv[1:]]),
+        **_training_run(args, "top1"),
     )
-    manifest = json.loads((out / "manifest.json").read_text())
-    print(json.dumps({"bundle": str(out), "val": manifest["metrics"]["val"]}, indent=2))
-    return 0
+    return _report_bundle(out)
 
 
 def _add_evaluate(sub) -> None:
