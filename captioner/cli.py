@@ -239,6 +239,9 @@ def _add_train(sub) -> None:
         "--train-samples", type=_positive, default=2, help="cached clips per training video (TSN)"
     )
     a.add_argument("--head", choices=("rnn", "mean"), default="rnn", help="mean: the baseline")
+    a.add_argument(
+        "--image-size", type=_positive, help="encoder input size for frames (default: 224)"
+    )
     a.add_argument("--rnn", choices=("lstm", "gru"), default="lstm")
     a.add_argument("--layers", type=_positive, default=1)
     a.add_argument("--hidden-dim", type=_positive, default=256)
@@ -300,6 +303,7 @@ def _cmd_train_activity(args: argparse.Namespace) -> int:
         head=args.head,
         dropout=args.dropout,
         batch_size=args.batch_size,
+        image_size=args.image_size,
     )
     out = train_activity(
         args.data,

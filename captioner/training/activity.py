@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -194,6 +195,7 @@ class ActivityOptions:
     dropout: float = 0.3
     deltas: bool = True  # frame-to-frame changes as extra recurrent input
     batch_size: int = 16
+    image_size: int | None = None  # encoder input size (None: the encoder's own, 224 px)
 
 
 def train_activity(
@@ -220,6 +222,8 @@ def train_activity(
     train_data = load_video_dataset(data, train_list)
     val_data = load_video_dataset(val, val_list, classes=train_data.classes)
     encoder = build_encoder(encoder_name)
+    if opts.image_size:  # small clips gain nothing from upscaling; the size travels in the bundle
+        encoder.preprocess = dataclasses.replace(encoder.preprocess, size=opts.image_size)
     common = dict(cache_root=cache_root, device=dev, workers=workers, progress=train_cfg.progress)
     train = cached_clips(train_data, encoder, opts.num_frames, opts.train_samples, **common)
     val_clips = cached_clips(val_data, encoder, opts.num_frames, 1, **common)
