@@ -213,7 +213,12 @@ def test_rendered_object_moves_the_right_way(cls: str) -> None:
             assert (area[-1] / area[0]) ** sign > 2.5
         elif quantity == "angle":
             assert sign * (turned[-1] - turned[0]) > 70.0
-            assert np.abs(centre[-1] - centre[0]).max() < 0.1
+            # ...and it swings about a pivot like a clock hand, the same way round
+            middle = centre.mean(axis=0)
+            swing = np.degrees(
+                np.unwrap(np.arctan2(-(centre[:, 1] - middle[1]), centre[:, 0] - middle[0]))
+            )
+            assert sign * (swing[-1] - swing[0]) > 45.0
         else:
             assert np.abs(centre[-1] - centre[0]).max() < 0.03
             assert 0.8 < area[-1] / area[0] < 1.25

@@ -62,7 +62,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 GENERATOR_NAME = "captioner.data.motion"
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 #: The activity classes, in label order (``classes.txt`` lists them in this order).
@@ -108,7 +108,10 @@ _SIDE_RANGE = (0.25, 0.45)  # main object's long side, as a fraction of the fram
 _TRAVEL_RANGE = (0.35, 0.60)  # distance moved, as a fraction of the frame side
 _SCALE_START = (0.20, 0.26)  # smallest side when growing / shrinking
 _SCALE_FACTOR = (1.8, 2.5)
-_ROTATE_SIDE = (0.30, 0.45)
+_ROTATE_SIDE = (0.26, 0.36)
+# Rotation turns the object about a pivot this far from its centre, like a clock hand: a spin
+# in place barely changes a frozen CNN's pooled grid, so its direction was guesswork.
+_ROTATE_ARM = (0.09, 0.14)
 _ROTATE_DEGREES = (90.0, 180.0)
 _TILT = 20.0  # fixed tilt (degrees) of a main object that does not rotate
 _JITTER = (0.002, 0.008)  # per-frame position jitter of the main object (fraction of side)
@@ -198,10 +201,13 @@ def _main_base_track(rng: np.random.Generator, family: str, frames: int) -> np.n
         start = rng.uniform(0.0, 360.0)
         sweep = rng.uniform(*_ROTATE_DEGREES)
         radius = side * 0.5 * np.sqrt(2.0)  # a square sprite's corner sweeps this circle
-        track[:, 0] = _within(rng, radius)
-        track[:, 1] = _within(rng, radius)
+        arm = rng.uniform(*_ROTATE_ARM)
+        pivot_x, pivot_y = _within(rng, radius + arm), _within(rng, radius + arm)
+        angles = start + sweep * _ease(frames, rng.uniform())
+        track[:, 0] = pivot_x + arm * np.cos(np.radians(angles))
+        track[:, 1] = pivot_y - arm * np.sin(np.radians(angles))  # y grows downwards
         track[:, 2] = side
-        track[:, 3] = start + sweep * _ease(frames, rng.uniform())
+        track[:, 3] = angles
         return track
     side = rng.uniform(*_SIDE_RANGE)
     if family == "static":
