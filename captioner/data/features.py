@@ -35,6 +35,11 @@ def cache_key(
     return hashlib.sha1(text).hexdigest()[:16]
 
 
+def keys_digest(keys: Sequence[str]) -> str:
+    """A short stable id for a list of item keys (one cache folder per list)."""
+    return hashlib.sha1("\n".join(keys).encode()).hexdigest()[:12]
+
+
 class FeatureCache:
     """Read access to a finished cache: ``cache[key]`` -> one item's float16 features."""
 
@@ -58,6 +63,22 @@ class FeatureCache:
         """Rows for ``names`` stacked into a float32 (B, ...) tensor."""
         idx = np.array([self.rows[n] for n in names])
         return torch.from_numpy(np.ascontiguousarray(self.array[idx])).float()
+
+    def readable(
+        self, items: Sequence, key: Callable[[object], str], what: str, where: str = ""
+    ) -> tuple[list, torch.Tensor]:
+        """The items whose features were written, and those features in RAM (float16).
+
+        Unreadable items (recorded under ``failed``) are dropped with one warning; if none is
+        left, a ValueError says so.
+        """
+        kept = [item for item in items if key(item) in self]
+        if len(kept) < len(items):
+            skipped = len(items) - len(kept)
+            log.warning("%d of %d %s could not be read and are skipped", skipped, len(items), what)
+        if not kept:
+            raise ValueError(f"none of the {len(items)} {what}{where} could be read")
+        return kept, self.load_all([key(item) for item in kept])
 
     def load_all(self, names: Sequence[str]) -> torch.Tensor:
         """All rows for ``names`` in RAM as float16 (B, ...): fast random access for training."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 import os
@@ -16,7 +15,7 @@ import torch
 
 from captioner import metrics
 from captioner.bundle import save_bundle
-from captioner.data.features import build_feature_cache, cache_key
+from captioner.data.features import build_feature_cache, cache_key, keys_digest
 from captioner.data.videos import ClipFiles, VideoDataset, VideoRecord, load_video_dataset
 from captioner.encoders import Encoder, build_encoder
 from captioner.inference import encode_images, prepare_encoder, resolve_device
@@ -55,8 +54,7 @@ def cached_clips(
     encoder = prepare_encoder(encoder, device)
     pre = encoder.preprocess
     keys = [str(r.path.resolve()) for r in data.records]
-    digest = hashlib.sha1("\n".join(keys).encode()).hexdigest()[:12]
-    folder = cache_root / "clips" / cache_key(encoder.name, pre.to_dict()) / digest
+    folder = cache_root / "clips" / cache_key(encoder.name, pre.to_dict()) / keys_digest(keys)
     cache = build_feature_cache(
         lambda batch: encode_clips(encoder, batch, device),
         ClipFiles([r.path for r in data.records], num_frames, pre.size, samples),
@@ -69,13 +67,8 @@ def cached_clips(
         progress=progress,
         unit="video",
     )
-    kept = [r for r, k in zip(data.records, keys, strict=True) if k in cache]
-    if len(kept) < len(data.records):
-        skipped = len(data.records) - len(kept)
-        log.warning("%d of %d videos could not be read and are skipped", skipped, len(keys))
-    if not kept:
-        raise ValueError("none of the videos could be read")
-    return CachedClips(kept, cache.load_all([str(r.path.resolve()) for r in kept]))
+    kept, features = cache.readable(data.records, lambda r: str(r.path.resolve()), "videos")
+    return CachedClips(kept, features)
 
 
 def predict(

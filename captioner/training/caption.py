@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from captioner import metrics
 from captioner.bundle import save_bundle
 from captioner.data.captions import CaptionRecord, load_captions
-from captioner.data.features import build_feature_cache, cache_key
+from captioner.data.features import build_feature_cache, cache_key, keys_digest
 from captioner.data.images import ImageFiles, image_loader
 from captioner.decoding import SearchConfig, decode, suppress_ids
 from captioner.encoders import Encoder, build_encoder
@@ -223,7 +223,7 @@ def cached_split(
         lambda batch: encode_images(encoder, batch, device),
         ImageFiles([Path(images) / n for n in names], pre),
         names,
-        _split_folder(cache_root / "features" / key, records),
+        cache_root / "features" / key / keys_digest([r.file_name for r in records]),
         item_shape=(grid_cells(encoder), encoder.feature_dim),
         meta={
             "encoder": encoder.name,
@@ -234,13 +234,8 @@ def cached_split(
         workers=workers,
         progress=progress,
     )
-    kept = [r for r in records if r.file_name in cache]
-    if len(kept) < len(records):
-        skipped = len(records) - len(kept)
-        log.warning("%d of %d images could not be read and are skipped", skipped, len(records))
-    if not kept:
-        raise ValueError(f"none of the {len(records)} images under {images} could be read")
-    return CachedSplit(kept, cache.load_all([r.file_name for r in kept]))
+    kept, features = cache.readable(records, lambda r: r.file_name, "images", f" under {images}")
+    return CachedSplit(kept, features)
 
 
 def grid_cells(encoder: Encoder) -> int:
@@ -249,13 +244,6 @@ def grid_cells(encoder: Encoder) -> int:
     device = next(encoder.parameters()).device
     with torch.inference_mode():
         return int(encoder(torch.zeros(1, 3, size, size, device=device))[0].size(1))
-
-
-def _split_folder(folder: Path, records: list[CaptionRecord]) -> Path:
-    import hashlib
-
-    names = "\n".join(r.file_name for r in records).encode()
-    return folder / hashlib.sha1(names).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
