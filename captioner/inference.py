@@ -73,6 +73,30 @@ def encode_images(encoder: Encoder, images: torch.Tensor, device: torch.device) 
     return grid
 
 
+def _open_bundle(bundle: str | os.PathLike | Bundle, task: str) -> Bundle:
+    """Load (hash-checked) a bundle and check it is for ``task``."""
+    b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    if b.task != task:
+        article = "an" if task[0] in "aeiou" else "a"
+        raise BundleError(f"{b.path} is a {b.task!r} bundle, not {article} {task} bundle")
+    return b
+
+
+def _bundle_encoder(b: Bundle) -> Encoder:
+    """The bundle's encoder with its own preprocessing and, if fine-tuned, its own weights.
+
+    Preprocessing travels with the bundle: a mismatch would give every image one caption.
+    """
+    try:
+        encoder = build_encoder(b.manifest["encoder"]["name"])
+        encoder.preprocess = Preprocess.from_dict(b.manifest["encoder"]["preprocess"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{b.path}/manifest.json has no valid encoder entry: {exc}") from exc
+    if "encoder.safetensors" in b.weights:
+        load_state_strict(encoder.trunk, b.weights["encoder.safetensors"], "encoder")
+    return encoder
+
+
 @dataclass
 class CaptionResult:
     """A caption with its log-probability, n-best alternatives and optional attention."""
@@ -123,31 +147,22 @@ class Captioner:
         cls, bundle: str | os.PathLike | Bundle, device: str | torch.device = "auto"
     ) -> Captioner:
         """Load a caption bundle (hash-checked) and its encoder."""
-        b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        b = _open_bundle(bundle, "caption")
         m = b.manifest
-        if m["task"] != "caption":
-            raise BundleError(f"{b.path} is a {m['task']!r} bundle, not a caption bundle")
         try:
             vocab = Vocabulary.from_dict(m["vocabulary"])
             config = CaptionDecoderConfig.from_dict(m["model"])
-            enc_info = m["encoder"]
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{b.path}/manifest.json is incomplete or invalid: {exc}") from exc
         if config.vocab_size != len(vocab):
             raise BundleError(
                 f"{b.path}: decoder vocab_size {config.vocab_size}, vocabulary has {len(vocab)}"
             )
-        encoder = build_encoder(enc_info["name"])
-        pre = Preprocess.from_dict(enc_info["preprocess"])
-        if pre != encoder.preprocess:
-            # Preprocessing travels with the bundle: a mismatch would give every image one caption.
-            encoder.preprocess = pre
-        if "encoder.safetensors" in b.weights:
-            load_state_strict(encoder.trunk, b.weights["encoder.safetensors"], "encoder")
+        encoder = _bundle_encoder(b)
         if config.feature_dim != encoder.feature_dim:
             raise BundleError(
                 f"{b.path}: decoder expects {config.feature_dim}-d features but encoder "
-                f"{enc_info['name']} gives {encoder.feature_dim}"
+                f"{encoder.name} gives {encoder.feature_dim}"
             )
         decoder = CaptionDecoder(config)
         load_state_strict(decoder, b.weights["decoder.safetensors"], "decoder")
@@ -325,17 +340,14 @@ class ActivityClassifier:
         cls, bundle: str | os.PathLike | Bundle, device: str | torch.device = "auto"
     ) -> ActivityClassifier:
         """Load an activity bundle (hash-checked) and its encoder."""
-        b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        b = _open_bundle(bundle, "activity")
         m = b.manifest
-        if m["task"] != "activity":
-            raise BundleError(f"{b.path} is a {m['task']!r} bundle, not an activity bundle")
         try:
             config = ActivityModelConfig.from_dict(m["model"])
             classes = list(m["classes"])
-            encoder = build_encoder(m["encoder"]["name"])
-            encoder.preprocess = Preprocess.from_dict(m["encoder"]["preprocess"])
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{b.path}/manifest.json is incomplete or invalid: {exc}") from exc
+        encoder = _bundle_encoder(b)
         if len(classes) != config.num_classes:
             raise BundleError(f"{b.path}: {len(classes)} class names for {config.num_classes}")
         model = ActivityModel(config)
