@@ -25,6 +25,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "ImageLimits",
     "MediaError",
+    "UnsupportedFormat",
     "decode_image",
     "sniff_image_format",
 ]
@@ -63,6 +64,10 @@ def _pillow_openers() -> frozenset[str]:
 
 class MediaError(ValueError):
     """An input could not be read as an image; the message says why and what to do."""
+
+
+class UnsupportedFormat(MediaError):
+    """The bytes are not an allowed type at all (text, another format): HTTP 415, not 422."""
 
 
 @dataclass(frozen=True)
@@ -248,7 +253,7 @@ def _check_byte_count(n: int, limits: ImageLimits, what: str, at_least: bool = F
 def _decode_bytes(data: bytes, limits: ImageLimits, draft: tuple[int, int] | None) -> Image.Image:
     sniffed = sniff_image_format(data)
     if sniffed is not None and not _sniffed_allowed(sniffed, limits):
-        raise MediaError(
+        raise UnsupportedFormat(
             f"image format {sniffed} is not allowed: {_expected(limits)} expected; "
             "convert the image to PNG or JPEG first"
         )
@@ -265,7 +270,7 @@ def _decode_bytes(data: bytes, limits: ImageLimits, draft: tuple[int, int] | Non
                     f"corrupt {sniffed} file: its header could not be read; "
                     "re-export or re-download the image"
                 ) from None
-            raise MediaError(
+            raise UnsupportedFormat(
                 f"file is not an image: {_expected(limits)} expected, got {_describe(data)}"
             ) from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -275,7 +280,7 @@ def _decode_bytes(data: bytes, limits: ImageLimits, draft: tuple[int, int] | Non
         with img:
             fmt = img.format or "unknown"
             if fmt not in limits.formats:
-                raise MediaError(
+                raise UnsupportedFormat(
                     f"image format {fmt} is not allowed: {_expected(limits)} expected; "
                     "convert the image to PNG or JPEG first"
                 )

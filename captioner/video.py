@@ -32,7 +32,7 @@ from typing import BinaryIO, Literal
 import cv2
 import numpy as np
 
-from captioner.media import MediaError
+from captioner.media import MediaError, UnsupportedFormat
 
 __all__ = [
     "DEFAULT_VIDEO_LIMITS",
@@ -167,20 +167,20 @@ def _check_head(head: bytes, what: str) -> str:
     start = head[:_HEAD_BYTES].lstrip(b"\xef\xbb\xbf \t\r\n")
     upload = "upload the video itself"
     if start.startswith(b"#EXTM3U") or b"#EXT-X-" in start:
-        raise MediaError(f"{what} is an HLS playlist, not a video file: {upload}")
+        raise UnsupportedFormat(f"{what} is an HLS playlist, not a video file: {upload}")
     if start.startswith(b"ffconcat version"):
-        raise MediaError(f"{what} is an ffconcat list, not a video file: {upload}")
+        raise UnsupportedFormat(f"{what} is an ffconcat list, not a video file: {upload}")
     if start.startswith(b"v=0"):
-        raise MediaError(f"{what} is an SDP stream description, not a video file: {upload}")
+        raise UnsupportedFormat(f"{what} is an SDP stream description, not a video file: {upload}")
     if b"://" in start:
-        raise MediaError(
+        raise UnsupportedFormat(
             f"{what} refers to a URL ('://' found), not a video file; URLs are never "
             f"fetched: {upload}"
         )
     sample = head[:_TEXT_BYTES]
     if sum(b in _PRINTABLE for b in sample) >= _TEXT_FRACTION * len(sample):
-        raise MediaError(f"{what} is a text file, not a video file: {upload}")
-    raise MediaError(
+        raise UnsupportedFormat(f"{what} is a text file, not a video file: {upload}")
+    raise UnsupportedFormat(
         f"{what} is not a supported video: {SUPPORTED_VIDEO} expected, got data starting "
         f"{head[:8].hex(' ')}; convert it to MP4 first"
     )
