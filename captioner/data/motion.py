@@ -62,7 +62,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 GENERATOR_NAME = "captioner.data.motion"
-GENERATOR_VERSION = "1.1"
+GENERATOR_VERSION = "1.2"
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 #: The activity classes, in label order (``classes.txt`` lists them in this order).
@@ -108,11 +108,12 @@ _SIDE_RANGE = (0.25, 0.45)  # main object's long side, as a fraction of the fram
 _TRAVEL_RANGE = (0.35, 0.60)  # distance moved, as a fraction of the frame side
 _SCALE_START = (0.20, 0.26)  # smallest side when growing / shrinking
 _SCALE_FACTOR = (1.8, 2.5)
-_ROTATE_SIDE = (0.26, 0.36)
+_ROTATE_SIDE = (0.22, 0.30)
 # Rotation turns the object about a pivot this far from its centre, like a clock hand: a spin
-# in place barely changes a frozen CNN's pooled grid, so its direction was guesswork.
-_ROTATE_ARM = (0.09, 0.14)
-_ROTATE_DEGREES = (90.0, 180.0)
+# in place barely changes a frozen CNN's pooled grid, so its direction was guesswork; a short
+# arm or arc looked like a small straight move (1.1 confused them), so the orbit is wide.
+_ROTATE_ARM = (0.15, 0.20)
+_ROTATE_DEGREES = (150.0, 240.0)
 _TILT = 20.0  # fixed tilt (degrees) of a main object that does not rotate
 _JITTER = (0.002, 0.008)  # per-frame position jitter of the main object (fraction of side)
 _ANGLE_JITTER = 1.0  # degrees
