@@ -242,6 +242,12 @@ def _add_train(sub) -> None:
     a.add_argument(
         "--image-size", type=_positive, help="encoder input size for frames (default: 224)"
     )
+    a.add_argument(
+        "--reverse-pairs",
+        help="time-reversal augmentation: 'a/b,...' where a clip of a played backwards is a "
+        "clip of b ('s/s' for a class that looks the same both ways; 'motion+static' for the "
+        "synthetic motion classes)",
+    )
     a.add_argument("--rnn", choices=("lstm", "gru"), default="lstm")
     a.add_argument("--layers", type=_positive, default=1)
     a.add_argument("--hidden-dim", type=_positive, default=256)
@@ -288,7 +294,7 @@ def _cmd_train_caption(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_activity(args: argparse.Namespace) -> int:
-    from captioner.training.activity import ActivityOptions, train_activity
+    from captioner.training.activity import ActivityOptions, parse_pairs, train_activity
 
     opts = ActivityOptions(
         num_frames=args.frames,
@@ -304,6 +310,7 @@ def _cmd_train_activity(args: argparse.Namespace) -> int:
         dropout=args.dropout,
         batch_size=args.batch_size,
         image_size=args.image_size,
+        reverse_pairs=tuple(parse_pairs(args.reverse_pairs)) if args.reverse_pairs else (),
     )
     out = train_activity(
         args.data,

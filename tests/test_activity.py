@@ -433,3 +433,38 @@ def test_cli_data_motion_writes_three_splits(tmp_path, capsys) -> None:
         videos = sorted((out / split).rglob("*.mp4"))
         assert [v.parent.name for v in videos] == sorted(CLASSES)
         assert all(v.stat().st_size > 0 for v in videos)
+
+
+def test_time_reversal_augmentation_swaps_pair_labels_and_flips_time() -> None:
+    from types import SimpleNamespace
+
+    from captioner.training.activity import ActivityTask, parse_pairs, reversal_map
+
+    classes = ["left", "right", "still", "wave"]
+    table = reversal_map(classes, [("left", "right"), ("still", "still")])
+    assert table.tolist() == [1, 0, 2, -1]  # "wave" is not reversible: never flipped
+    assert reversal_map(classes, []) is None
+    with pytest.raises(ValueError, match="unknown classes"):
+        reversal_map(classes, [("left", "up")])
+    assert ("static", "static") in parse_pairs("motion+static")
+
+    # Each clip's frames carry their time index, so a flip is visible in the batch.
+    n, t = 64, 5
+    feats = torch.arange(t, dtype=torch.float16).view(1, 1, t, 1, 1).expand(n, 1, t, 1, 2).clone()
+    records = [SimpleNamespace(label=i % 4) for i in range(n)]
+    train = SimpleNamespace(records=records, features=feats)
+    task = ActivityTask(
+        None, train, train, classes, torch.device("cpu"), 64, reverse_pairs=[("left", "right")]
+    )
+    ((batch, labels),) = list(task.train_batches(epoch=0))
+    first = batch[:, 0, 0, 0]
+    flipped = first == t - 1
+    assert 0 < int(flipped.sum()) < n  # some clips reversed, not all
+    original = task.labels[torch.randperm(n, generator=torch.Generator().manual_seed(0))]
+    assert torch.equal(labels[flipped], table_swap(original[flipped]))
+    assert torch.equal(labels[~flipped], original[~flipped])
+    assert set(original[flipped].tolist()) <= {0, 1}
+
+
+def table_swap(labels: torch.Tensor) -> torch.Tensor:
+    return torch.where(labels == 0, 1, torch.where(labels == 1, 0, labels))

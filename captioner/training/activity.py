@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -118,10 +118,11 @@ def pair_accuracy(
 
 def parse_pairs(text: str) -> list[tuple[str, str]]:
     """``a/b,c/d`` -> [(a, b), (c, d)]; ``motion`` -> the synthetic motion order pairs."""
-    if text == "motion":
+    if text in ("motion", "motion+static"):
         from captioner.data.motion import ORDER_PAIRS
 
-        return [tuple(p) for p in ORDER_PAIRS]
+        pairs = [tuple(p) for p in ORDER_PAIRS]
+        return pairs + [("static", "static")] if text == "motion+static" else pairs
     pairs = []
     for item in text.split(","):
         parts = item.strip().split("/")
@@ -129,6 +130,24 @@ def parse_pairs(text: str) -> list[tuple[str, str]]:
             raise ValueError(f"--pairs expects 'a/b,c/d' (or 'motion'), got {item!r}")
         pairs.append((parts[0], parts[1]))
     return pairs
+
+
+def reversal_map(classes: Sequence[str], pairs: Sequence[tuple[str, str]]) -> torch.Tensor | None:
+    """Label of each class's clips played backwards (-1: not reversible), or None if no pairs.
+
+    ``(a, b)`` means a reversed ``a`` clip is a ``b`` clip and back; ``(s, s)`` marks a class
+    that looks the same both ways (``static``).
+    """
+    if not pairs:
+        return None
+    index = {name: i for i, name in enumerate(classes)}
+    table = torch.full((len(classes),), -1, dtype=torch.long)
+    for a, b in pairs:
+        unknown = [n for n in (a, b) if n not in index]
+        if unknown:
+            raise ValueError(f"--reverse-pairs names unknown classes {unknown}; classes: {classes}")
+        table[index[a]], table[index[b]] = index[b], index[a]
+    return table
 
 
 class ActivityTask:
@@ -143,10 +162,12 @@ class ActivityTask:
         device: torch.device,
         batch_size: int = 16,
         seed: int = 0,
+        reverse_pairs: Sequence[tuple[str, str]] = (),
     ):
         self.model, self.train, self.val, self.classes = model, train, val, classes
         self.device, self.batch_size, self.seed = device, batch_size, seed
         self.labels = torch.tensor([r.label for r in train.records])
+        self.reversed_label = reversal_map(classes, reverse_pairs)
 
     def num_batches(self) -> int:
         return math.ceil(len(self.train.records) / self.batch_size)
@@ -158,8 +179,15 @@ class ActivityTask:
         for s in range(0, len(order), self.batch_size):
             rows = order[s : s + self.batch_size]
             pick = torch.randint(samples, (len(rows),), generator=g)
-            feats = self.train.features[rows, pick].to(self.device).float()  # (B, T, N, C)
-            yield feats, self.labels[rows].to(self.device)
+            feats = self.train.features[rows, pick].float()  # (B, T, N, C)
+            labels = self.labels[rows]
+            if self.reversed_label is not None:
+                # A clip played backwards is a real clip of its pair's other class: free data.
+                target = self.reversed_label[labels]
+                flip = (torch.rand(len(rows), generator=g) < 0.5) & (target >= 0)
+                feats[flip] = feats[flip].flip(1)
+                labels = torch.where(flip, target, labels)
+            yield feats.to(self.device), labels.to(self.device)
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor], epoch: int) -> torch.Tensor:
         feats, labels = batch
@@ -189,6 +217,7 @@ class ActivityOptions:
     deltas: bool = True  # frame-to-frame changes as extra recurrent input
     batch_size: int = 16
     image_size: int | None = None  # encoder input size (None: the encoder's own, 224 px)
+    reverse_pairs: tuple[tuple[str, str], ...] = ()  # time-reversal augmentation (see reversal_map)
 
 
 def train_activity(
@@ -237,7 +266,14 @@ def train_activity(
     torch.manual_seed(train_cfg.seed)
     model = ActivityModel(config)
     task = ActivityTask(
-        model, train, val_clips, train_data.classes, dev, opts.batch_size, train_cfg.seed
+        model,
+        train,
+        val_clips,
+        train_data.classes,
+        dev,
+        opts.batch_size,
+        train_cfg.seed,
+        reverse_pairs=opts.reverse_pairs,
     )
     result = fit(task, train_cfg, out, dev, resume=resume)
     manifest = {
