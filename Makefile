@@ -18,14 +18,15 @@ run: $(STAMP)
 	@cat captions.jsonl
 
 test: $(STAMP)
+	-.ci/ensure-browser
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check captioner tests bench
-	$(BIN)/ruff format --check captioner tests bench
+	$(BIN)/ruff check captioner service tests bench
+	$(BIN)/ruff format --check captioner service tests bench
 
 bench: $(STAMP)
 	$(BIN)/python bench/beam_batching.py

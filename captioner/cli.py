@@ -454,6 +454,75 @@ def _cmd_activity(args: argparse.Namespace) -> int:
     )
 
 
+def _add_serve(sub) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the HTTP service (uvicorn, one process owning the models)",
+        description="Serve /v1/caption and /v1/activity with dynamic batching, the upload page "
+        "at /, /docs, /healthz, /readyz and /metrics. Every option can also be set through "
+        "its CAPTIONER_<NAME> environment variable (e.g. CAPTIONER_API_KEY).",
+    )
+    p.add_argument("--host", help="address to bind (default 127.0.0.1; 0.0.0.0 in Docker)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument("--caption-bundle", help="caption bundle folder (default: shipped)")
+    p.add_argument("--activity-bundle", help="activity bundle folder (default: shipped)")
+    p.add_argument("--no-caption", action="store_true", help="do not serve captions")
+    p.add_argument("--no-activity", action="store_true", help="do not serve activity labels")
+    p.add_argument("--max-batch-size", type=_positive, help="items per batch (default 16)")
+    p.add_argument("--max-wait-ms", type=float, help="wait for a batch to fill (default 10)")
+    p.add_argument("--max-queue", type=_positive, help="queued items before 429 (default 256)")
+    p.add_argument("--request-timeout-s", type=float, help="deadline in the queue (504)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    try:
+        import uvicorn
+        from pydantic import ValidationError
+
+        from service.settings import Settings
+    except ImportError as exc:
+        raise ValueError(f"the service needs its packages ({exc}); run: pip install -e .") from exc
+    names = [
+        "host",
+        "port",
+        "caption_bundle",
+        "activity_bundle",
+        "max_batch_size",
+        "max_wait_ms",
+        "max_queue",
+        "request_timeout_s",
+        "device",
+        "log_level",
+    ]
+    for name in names:
+        value = getattr(args, name)
+        if value is not None:
+            os.environ[f"CAPTIONER_{name.upper()}"] = str(value)
+    if args.no_caption:
+        os.environ["CAPTIONER_ENABLE_CAPTION"] = "false"
+    if args.no_activity:
+        os.environ["CAPTIONER_ENABLE_ACTIVITY"] = "false"
+    try:
+        settings = Settings()  # refuse bad values here, with a clear message, not in a worker
+    except ValidationError as exc:
+        raise ValueError(f"invalid service settings:\n{exc}") from None
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        workers=1,
+        timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="captioner",
@@ -468,6 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_serve(sub)
     return parser
 
 

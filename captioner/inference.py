@@ -20,7 +20,7 @@ from PIL import Image
 from captioner.bundle import Bundle, BundleError, load_bundle, load_state_strict
 from captioner.decoding import Hypothesis, SearchConfig, decode, suppress_ids
 from captioner.encoders import Encoder, Preprocess, build_encoder
-from captioner.media import DEFAULT_LIMITS, ImageLimits, decode_image
+from captioner.media import DEFAULT_LIMITS, ImageLimits, MediaError, decode_image
 from captioner.models.activity import ActivityModel, ActivityModelConfig
 from captioner.models.caption import CaptionDecoder, CaptionDecoderConfig
 from captioner.video import (
@@ -386,7 +386,7 @@ class ActivityClassifier:
         """(T, 3, S, S) uint8 clips (from :meth:`load_clip`) -> results; for batchers."""
         if not clips:
             return []
-        return [self._result(p, top_k) for p in self.probabilities(torch.stack(list(clips)))]
+        return [self.result(p, top_k) for p in self.probabilities(torch.stack(list(clips)))]
 
     def classify(
         self,
@@ -417,10 +417,31 @@ class ActivityClassifier:
         self, source: VideoSource, window: float = 2.0, stride: float = 1.0
     ) -> list[dict[str, Any]]:
         """Labels over time: ``[{start, end, label, score}]`` for sliding windows."""
+        spans, clips = self.timeline_clips(source, window, stride)
+        return self.timeline_labels(spans, self.probabilities(clips))
+
+    def timeline_clips(
+        self,
+        source: VideoSource,
+        window: float = 2.0,
+        stride: float = 1.0,
+        max_windows: int | None = None,
+    ) -> tuple[list[tuple[float, float]], torch.Tensor]:
+        """Decode the sliding windows of a video -> their spans and (W, T, 3, S, S) uint8 clips.
+
+        The decoding half of :meth:`timeline`, for callers that run the model elsewhere.
+        Raises ``MediaError`` when the video needs more than ``max_windows`` windows.
+        """
         with local_video(source, self.limits) as path:
             info = probe_video(path, self.limits)
             fps = info.fps if info.fps > 0 else 25.0
             spans = sliding_windows(info.duration_s, window, stride)
+            if max_windows is not None and len(spans) > max_windows:
+                raise MediaError(
+                    f"a {info.duration_s:.1f} s video in {window} s windows every {stride} s "
+                    f"gives {len(spans)} windows, above the limit of {max_windows}; "
+                    "use a longer stride"
+                )
             wanted = []
             for start, end in spans:
                 first = min(int(start * fps), info.frame_count - 1)
@@ -430,8 +451,12 @@ class ActivityClassifier:
             frames, _ = read_frames(path, unique, self.size, self.limits)
         pos = {idx: k for k, idx in enumerate(unique)}
         tensor = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (U, 3, S, S), decoded once
-        clips = torch.stack([tensor[[pos[i] for i in w]] for w in wanted])
-        probs = self.probabilities(clips)
+        return spans, torch.stack([tensor[[pos[i] for i in w]] for w in wanted])
+
+    def timeline_labels(
+        self, spans: Sequence[tuple[float, float]], probs: torch.Tensor
+    ) -> list[dict[str, Any]]:
+        """Window spans and their (W, K) probabilities -> ``[{start, end, label, score}]``."""
         return [
             {
                 "start": round(s, 3),
@@ -442,7 +467,8 @@ class ActivityClassifier:
             for (s, e), p in zip(spans, probs, strict=True)
         ]
 
-    def _result(self, probs: torch.Tensor, top_k: int) -> ActivityResult:
+    def result(self, probs: torch.Tensor, top_k: int = 5) -> ActivityResult:
+        """One clip's (K,) probabilities -> its label, score and top k."""
         k = min(top_k, len(self.classes))
         values, idx = probs.topk(k)
         top = [

@@ -1,0 +1,1 @@
+"""The HTTP service around the captioner library: settings, routes, dynamic batcher and page."""
