@@ -138,6 +138,12 @@ def _add_run_options(p, epochs: int | None = None, **train_defaults) -> None:
     p.add_argument("--epochs", type=_positive, default=epochs)
     p.add_argument("--batch-size", type=_positive, default=d["batch_size"])
     p.add_argument("--lr", type=float, default=d["lr"])
+    p.add_argument(
+        "--schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="learning-rate schedule (cosine: decays to 0 over --epochs)",
+    )
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--grad-clip", type=float, default=5.0, help="max gradient norm")
     p.add_argument(
@@ -160,6 +166,7 @@ def _training_run(args: argparse.Namespace, monitor: str) -> dict:
             weight_decay=args.weight_decay,
             grad_clip=args.grad_clip,
             patience=args.patience,
+            schedule=args.schedule,
             monitor=monitor,
             seed=args.seed,
         ),

@@ -293,3 +293,16 @@ def test_training_loss_goes_down(tmp_path) -> None:
     assert len(losses) == 15
     assert losses[-1] < 0.5 * losses[0]
     assert losses[-1] < min(losses[:3])
+
+
+def test_cosine_schedule_is_a_function_of_the_epoch() -> None:
+    from captioner.training.loop import epoch_lr
+
+    cfg = TrainConfig(epochs=10, lr=1e-3, schedule="cosine")
+    rates = [epoch_lr(cfg, e) for e in range(1, 11)]
+    assert rates[0] == pytest.approx(1e-3)
+    assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
+    assert 0 < rates[-1] < 0.05e-3
+    assert epoch_lr(TrainConfig(lr=3e-4), 7) == 3e-4
+    with pytest.raises(ValueError, match="schedule"):
+        epoch_lr(TrainConfig(schedule="step"), 1)

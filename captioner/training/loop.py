@@ -37,6 +37,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     grad_clip: float = 5.0
     patience: int = 5  # epochs without improvement before stopping; 0 = never stop early
+    schedule: str = "constant"  # or "cosine": lr decays to 0 over ``epochs`` (set per epoch)
     monitor: str = "CIDEr-D"  # validation metric to maximise
     amp: bool = True  # fp16 autocast + GradScaler on CUDA (ignored on CPU)
     seed: int = 0
@@ -44,6 +45,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
+    """The learning rate of 1-based ``epoch``: a function of the epoch alone, so resume agrees."""
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / max(cfg.epochs, 1)))
+    raise ValueError(f"schedule must be 'constant' or 'cosine', got {cfg.schedule!r}")
 
 
 class Task(Protocol):
@@ -184,6 +194,8 @@ def fit(
         if cfg.patience and epoch - best_epoch > cfg.patience and best_epoch > 0:
             stopped_early = True
             break
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr(cfg, epoch)
         model.train()
         t0, total, count = time.perf_counter(), 0.0, 0
         bar = tqdm(
