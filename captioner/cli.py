@@ -486,6 +486,7 @@ def _add_serve(sub) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     import os
+    import signal
 
     try:
         import uvicorn
@@ -518,15 +519,21 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         settings = Settings()  # refuse bad values here, with a clear message, not in a worker
     except ValidationError as exc:
         raise ValueError(f"invalid service settings:\n{exc}") from None
-    uvicorn.run(
-        "service.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        workers=1,
-        timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
-    )
+    # uvicorn re-raises the signal that stopped it once it has shut down; after a graceful
+    # SIGTERM that is success, so the re-raised one is ignored and the exit status is 0.
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        uvicorn.run(
+            "service.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            workers=1,
+            timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 
