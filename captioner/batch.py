@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import torch
 from torch.utils.data import Dataset
@@ -26,6 +26,9 @@ from captioner.data.videos import ClipFiles
 from captioner.inference import ActivityClassifier, Captioner, default_bundle_dir, load
 from captioner.media import IMAGE_SUFFIXES, MediaError
 from captioner.video import VIDEO_SUFFIXES, sliding_windows
+
+if TYPE_CHECKING:
+    from captioner.shard import Shard
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +115,14 @@ def run_job(
     pin_memory: bool,
     desc: str,
     progress: bool,
+    shard: Shard | None = None,
 ) -> tuple[int, int]:
     """The loop both commands share: expand inputs, skip finished ones, decode in workers,
-    infer on the readable items of each batch, write one row per input. -> (ok, failed)."""
+    infer on the readable items of each batch, write one row per input. -> (ok, failed).
+    With ``shard``, only that shard's contiguous block of the inputs is done."""
     paths, unmatched = expand_paths(inputs, suffixes)
+    if shard is not None:
+        paths, unmatched = shard.select(paths, unmatched)
     writer.write(
         {"path": p, "error": "no such file, or no matching files in this folder / pattern"}
         for p in unmatched
@@ -161,6 +168,7 @@ def caption_files(
     resume: bool = False,
     model: Captioner | None = None,
     progress: bool = True,
+    shard: Shard | None = None,
 ) -> int:
     """Caption every image under ``inputs``; returns 0, or 1 when no input could be captioned."""
     cap = model or load(bundle, device=device)
@@ -191,6 +199,7 @@ def caption_files(
             cap.device.type == "cuda",
             "captioning",
             progress,
+            shard,
         )
     finally:
         writer.close()
@@ -215,6 +224,7 @@ def label_videos(
     resume: bool = False,
     model: ActivityClassifier | None = None,
     progress: bool = True,
+    shard: Shard | None = None,
 ) -> int:
     """Label every video under ``inputs``; returns 0, or 1 when no input could be labelled.
 
@@ -251,6 +261,7 @@ def label_videos(
             clf.device.type == "cuda",
             "labelling",
             progress,
+            shard,
         )
     finally:
         writer.close()
