@@ -26,6 +26,22 @@ def _non_negative(value: str) -> int:
     return n
 
 
+def _shard(value: str):
+    from captioner.shard import Shard
+
+    try:
+        return Shard.parse(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+SHARD_HELP = (
+    "do only shard I of N (0-based; a contiguous block of the inputs) and write "
+    "OUT.part-I-of-N.jsonl; join the parts with 'captioner merge'. Under torchrun the shard is "
+    "RANK/WORLD_SIZE and rank 0 merges into --out"
+)
+
+
 def _add_caption(sub) -> None:
     p = sub.add_parser(
         "caption",
@@ -47,24 +63,28 @@ def _add_caption(sub) -> None:
     p.add_argument(
         "--resume", action="store_true", help="skip inputs already in --out and append to it"
     )
+    p.add_argument("--shard", type=_shard, metavar="I/N", help=SHARD_HELP)
     p.set_defaults(func=_cmd_caption)
 
 
 def _cmd_caption(args: argparse.Namespace) -> int:
-    from captioner.batch import caption_files
+    from functools import partial
 
-    return caption_files(
+    from captioner.batch import caption_files
+    from captioner.shard import run_sharded
+
+    job = partial(
+        caption_files,
         args.paths,
         bundle=args.bundle,
-        out=args.out,
         beam_size=args.beam_size,
         n_best=args.n_best,
         max_len=args.max_len,
         batch_size=args.batch_size,
         workers=args.workers,
-        device=args.device,
         resume=args.resume,
     )
+    return run_sharded(job, args.out, args.shard, args.device)
 
 
 def _add_data(sub) -> None:
@@ -152,12 +172,18 @@ def _add_run_options(p, epochs: int | None = None, **train_defaults) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument("--name", default=d["name"], help="model name stored in the manifest")
+    p.add_argument(
+        "--tensorboard", metavar="DIR", help="also log the epoch scalars for TensorBoard here"
+    )
 
 
 def _training_run(args: argparse.Namespace, monitor: str) -> dict:
     """The keyword arguments every train_* function takes, from the shared options."""
+    from captioner.reports import require_tensorboard
     from captioner.training.loop import TrainConfig
 
+    if args.tensorboard:
+        require_tensorboard()  # fail now, not after the feature cache is built
     return {
         "encoder_name": args.encoder,
         "train_cfg": TrainConfig(
@@ -169,6 +195,7 @@ def _training_run(args: argparse.Namespace, monitor: str) -> dict:
             schedule=args.schedule,
             monitor=monitor,
             seed=args.seed,
+            tensorboard=args.tensorboard,
         ),
         "device": args.device,
         "resume": args.resume,
@@ -180,6 +207,12 @@ def _training_run(args: argparse.Namespace, monitor: str) -> dict:
 
 
 def _report_bundle(out: Path) -> int:
+    from captioner.training import distributed
+
+    if not distributed.current().main:  # under torchrun, rank 0 reports
+        distributed.cleanup()
+        return 0
+    distributed.cleanup()
     manifest = json.loads((out / "manifest.json").read_text())
     print(json.dumps({"bundle": str(out), "val": manifest["metrics"]["val"]}, indent=2))
     return 0
@@ -351,6 +384,18 @@ def _add_evaluate(sub) -> None:
         metavar="NAME",
         help="also store the scores in the bundle manifest under metrics.NAME",
     )
+    c.add_argument(
+        "--report",
+        metavar="DIR",
+        help="also write an HTML report (samples, attention, best and worst) to DIR",
+    )
+    c.add_argument(
+        "--report-samples",
+        type=_positive,
+        default=12,
+        metavar="N",
+        help="images with attention strips in --report",
+    )
     _add_run_options(c)
     c.set_defaults(func=_cmd_evaluate_caption)
 
@@ -368,6 +413,9 @@ def _add_evaluate(sub) -> None:
     )
     a.add_argument("--record", metavar="NAME", help="store the scores in the bundle manifest")
     a.add_argument("--record-to", metavar="BUNDLE", help="store them in this bundle instead")
+    a.add_argument(
+        "--report", metavar="DIR", help="also write an HTML report and confusion.png to DIR"
+    )
     _add_run_options(a)
     a.set_defaults(func=_cmd_evaluate_activity)
 
@@ -375,10 +423,11 @@ def _add_evaluate(sub) -> None:
 def _cmd_evaluate_caption(args: argparse.Namespace) -> int:
     from captioner.bundle import record_metrics
     from captioner.inference import default_bundle_dir
-    from captioner.training.caption import evaluate_caption
+    from captioner.reports import write_caption_report
+    from captioner.training.caption import run_caption_evaluation
 
     bundle = args.bundle or default_bundle_dir("caption")
-    result = evaluate_caption(
+    evaluation = run_caption_evaluation(
         bundle,
         args.data,
         args.images,
@@ -389,9 +438,13 @@ def _cmd_evaluate_caption(args: argparse.Namespace) -> int:
         workers=args.workers,
         limit=args.limit,
     )
+    result = evaluation.result
     if args.record:
         keep = {k: v for k, v in result.items() if k != "examples"}
         record_metrics(bundle, args.record, {**keep, "data": str(args.data)})
+    if args.report:
+        context = {"bundle": str(bundle), "data": str(args.data), "split": args.split}
+        write_caption_report(args.report, evaluation, args.report_samples, context=context)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -399,10 +452,11 @@ def _cmd_evaluate_caption(args: argparse.Namespace) -> int:
 def _cmd_evaluate_activity(args: argparse.Namespace) -> int:
     from captioner.bundle import record_metrics
     from captioner.inference import default_bundle_dir
-    from captioner.training.activity import evaluate_activity, parse_pairs, plot_confusion
+    from captioner.reports import write_activity_report
+    from captioner.training.activity import parse_pairs, plot_confusion, run_activity_evaluation
 
     bundle = args.bundle or default_bundle_dir("activity")
-    report = evaluate_activity(
+    evaluation = run_activity_evaluation(
         bundle,
         args.data,
         args.split_list,
@@ -411,6 +465,7 @@ def _cmd_evaluate_activity(args: argparse.Namespace) -> int:
         workers=args.workers,
         pairs=parse_pairs(args.pairs) if args.pairs else None,
     )
+    report = evaluation.report
     if args.plot:
         report["plot"] = str(plot_confusion(report, args.plot))
     if args.record:
@@ -418,6 +473,9 @@ def _cmd_evaluate_activity(args: argparse.Namespace) -> int:
         record_metrics(
             target, args.record, {**report, "data": str(args.data), "bundle": str(bundle)}
         )
+    if args.report:
+        context = {"bundle": str(bundle), "data": str(args.data)}
+        write_activity_report(args.report, evaluation, context=context)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -440,25 +498,49 @@ def _add_activity(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", help="output .jsonl or .csv (default: JSON lines on stdout)")
     p.add_argument("--resume", action="store_true", help="skip inputs already in --out")
+    p.add_argument("--shard", type=_shard, metavar="I/N", help=SHARD_HELP)
     p.set_defaults(func=_cmd_activity)
 
 
 def _cmd_activity(args: argparse.Namespace) -> int:
-    from captioner.batch import label_videos
+    from functools import partial
 
-    return label_videos(
+    from captioner.batch import label_videos
+    from captioner.shard import run_sharded
+
+    job = partial(
+        label_videos,
         args.paths,
         bundle=args.bundle,
-        out=args.out,
         top_k=args.top_k,
         timeline=args.timeline,
         window=args.window,
         stride=args.stride,
         batch_size=args.batch_size,
         workers=args.workers,
-        device=args.device,
         resume=args.resume,
     )
+    return run_sharded(job, args.out, args.shard, args.device)
+
+
+def _add_merge(sub) -> None:
+    p = sub.add_parser(
+        "merge",
+        help="join the part files of a sharded caption / activity run",
+        description="Join NAME.part-I-of-N.jsonl (or .csv) files in shard order into one file, "
+        "written atomically. Refuses a missing part, parts of different N, CSV mixed with JSONL "
+        "and a path recorded in two parts; a torn last row is cut off with a warning.",
+    )
+    p.add_argument("parts", nargs="+", help="part files, or a glob like 'captions.part-*.jsonl'")
+    p.add_argument("--out", required=True, help="merged .jsonl or .csv file")
+    p.set_defaults(func=_cmd_merge)
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from captioner.shard import merge_parts
+
+    merge_parts(args.parts, args.out)
+    return 0
 
 
 def _add_serve(sub) -> None:
@@ -537,6 +619,30 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_export(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a caption bundle to TorchScript or ONNX",
+        description="Write DIR/encoder, DIR/decoder_init and DIR/decoder_step (.pt or .onnx, "
+        "dynamic batch) and DIR/export.json (names, shapes, vocabulary, preprocessing). "
+        "ONNX needs the 'export' extra: pip install 'captioner[export]'.",
+    )
+    p.add_argument("bundle", help="caption bundle folder")
+    p.add_argument("--format", dest="fmt", choices=("torchscript", "onnx"), required=True)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--opset", type=_positive, default=18, help="ONNX opset (default 18)")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from captioner.export import export_bundle
+
+    meta = export_bundle(args.bundle, args.out, args.fmt, opset=args.opset)
+    graphs = json.loads(meta.read_text())["graphs"]
+    print(json.dumps({"export": str(meta), "files": [g["file"] for g in graphs.values()]}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="captioner",
@@ -548,10 +654,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_caption(sub)
     _add_activity(sub)
+    _add_merge(sub)
     _add_data(sub)
     _add_train(sub)
     _add_evaluate(sub)
     _add_serve(sub)
+    _add_export(sub)
     return parser
 
 

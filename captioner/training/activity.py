@@ -20,6 +20,7 @@ from captioner.data.videos import ClipFiles, VideoDataset, VideoRecord, load_vid
 from captioner.encoders import Encoder, build_encoder
 from captioner.inference import encode_images, prepare_encoder, resolve_device
 from captioner.models.activity import ActivityModel, ActivityModelConfig
+from captioner.training import distributed
 from captioner.training.caption import default_cache_root, grid_cells
 from captioner.training.loop import TrainConfig, fit
 
@@ -168,13 +169,16 @@ class ActivityTask:
         self.device, self.batch_size, self.seed = device, batch_size, seed
         self.labels = torch.tensor([r.label for r in train.records])
         self.reversed_label = reversal_map(classes, reverse_pairs)
+        self.net: torch.nn.Module = model  # what loss() calls: fit() puts DDP here under torchrun
 
     def num_batches(self) -> int:
-        return math.ceil(len(self.train.records) / self.batch_size)
+        share = math.ceil(len(self.train.records) / distributed.current().size)
+        return math.ceil(share / self.batch_size)
 
     def train_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        g = torch.Generator().manual_seed(self.seed * 1000 + epoch)
-        order = torch.randperm(len(self.labels), generator=g)
+        world = distributed.current()
+        g = torch.Generator().manual_seed((self.seed * 1000 + epoch) * world.size + world.rank)
+        order = torch.tensor(distributed.epoch_order(len(self.labels), self.seed, epoch))
         samples = self.train.features.size(1)
         for s in range(0, len(order), self.batch_size):
             rows = order[s : s + self.batch_size]
@@ -191,7 +195,7 @@ class ActivityTask:
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor], epoch: int) -> torch.Tensor:
         feats, labels = batch
-        return self.model(feats, labels).loss
+        return self.net(feats, labels).loss
 
     def validate(self) -> dict[str, float]:
         probs = predict(self.model, self.val.features[:, 0], self.device)
@@ -239,7 +243,7 @@ def train_activity(
     """Train an activity model over cached frame grids and write a bundle."""
     opts = opts or ActivityOptions()
     train_cfg = train_cfg or TrainConfig(monitor="top1")
-    dev = resolve_device(device)
+    world, dev = distributed.setup(resolve_device(device))
     cache_root = cache_root or default_cache_root()
     train_data = load_video_dataset(data, train_list)
     val_data = load_video_dataset(val, val_list, classes=train_data.classes)
@@ -247,8 +251,9 @@ def train_activity(
     if opts.image_size:  # small clips gain nothing from upscaling; the size travels in the bundle
         encoder.preprocess = dataclasses.replace(encoder.preprocess, size=opts.image_size)
     common = dict(cache_root=cache_root, device=dev, workers=workers, progress=train_cfg.progress)
-    train = cached_clips(train_data, encoder, opts.num_frames, opts.train_samples, **common)
-    val_clips = cached_clips(val_data, encoder, opts.num_frames, 1, **common)
+    with distributed.main_first():  # rank 0 fills the caches; the others then read them
+        train = cached_clips(train_data, encoder, opts.num_frames, opts.train_samples, **common)
+        val_clips = cached_clips(val_data, encoder, opts.num_frames, 1, **common)
     config = ActivityModelConfig(
         num_classes=len(train_data.classes),
         feature_dim=encoder.feature_dim,
@@ -305,7 +310,19 @@ def train_activity(
         },
         "metrics": {"val": result.best_metrics},
     }
-    return save_bundle(out, manifest, {"model.safetensors": result.best_state})
+    if world.main:
+        save_bundle(out, manifest, {"model.safetensors": result.best_state})
+    distributed.barrier()
+    return Path(out)
+
+
+@dataclass
+class ActivityEvaluation:
+    """What :func:`evaluate_activity` computed, kept for reports; rows align with ``records``."""
+
+    report: dict  # the JSON evaluate_activity returns
+    records: list[VideoRecord]
+    probs: torch.Tensor  # (M, K) class probabilities
 
 
 def evaluate_activity(
@@ -320,6 +337,22 @@ def evaluate_activity(
 ) -> dict:
     """top1, top5, per-class accuracy and confusion matrix of a bundle on labelled videos
     (and the accuracy within each of ``pairs`` of classes)."""
+    return run_activity_evaluation(
+        bundle, data, split_list, device, cache_root, workers, progress, pairs
+    ).report
+
+
+def run_activity_evaluation(
+    bundle: str | os.PathLike,
+    data: str | os.PathLike,
+    split_list: str | os.PathLike | None = None,
+    device: str = "auto",
+    cache_root: Path | None = None,
+    workers: int = 2,
+    progress: bool = True,
+    pairs: list[tuple[str, str]] | None = None,
+) -> ActivityEvaluation:
+    """:func:`evaluate_activity`, keeping each video's probabilities (for reports)."""
     from captioner.inference import ActivityClassifier
 
     clf = ActivityClassifier.from_bundle(bundle, device=device)
@@ -339,7 +372,7 @@ def evaluate_activity(
     report["skipped"] = len(videos.records) - len(clips.records)
     if pairs:
         report.update(pair_accuracy(probs, [r.label for r in clips.records], clf.classes, pairs))
-    return report
+    return ActivityEvaluation(report, clips.records, probs)
 
 
 def plot_confusion(report: dict, path: str | os.PathLike) -> Path:

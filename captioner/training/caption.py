@@ -17,10 +17,11 @@ from captioner.bundle import save_bundle
 from captioner.data.captions import CaptionRecord, load_captions
 from captioner.data.features import build_feature_cache, cache_key, keys_digest
 from captioner.data.images import ImageFiles, image_loader
-from captioner.decoding import SearchConfig, decode, suppress_ids
+from captioner.decoding import Hypothesis, SearchConfig, decode, suppress_ids
 from captioner.encoders import Encoder, build_encoder
 from captioner.inference import Captioner, encode_images, prepare_encoder, resolve_device
 from captioner.models.caption import CaptionDecoder, CaptionDecoderConfig
+from captioner.training import distributed
 from captioner.training.loop import TrainConfig, fit
 from captioner.vocab import UNK, Vocabulary
 
@@ -42,6 +43,18 @@ def pad_captions(seqs: Sequence[Sequence[int]], pad_id: int = 0) -> torch.Tensor
     return out
 
 
+def _search_config(
+    vocab: Vocabulary, beam_size: int, max_len: int, attention: bool = False
+) -> SearchConfig:
+    """The evaluation search: one config, so a report's attention matches the scored captions."""
+    return SearchConfig(
+        beam_size=beam_size,
+        max_len=max_len,
+        suppress=suppress_ids(vocab.itos, [UNK]),
+        return_attention=attention,
+    )
+
+
 def generate(
     decoder: CaptionDecoder,
     vocab: Vocabulary,
@@ -52,9 +65,7 @@ def generate(
     batch_size: int = 64,
 ) -> list[str]:
     """Captions for a (M, N, C) float16/float32 feature tensor, in batches."""
-    cfg = SearchConfig(
-        beam_size=beam_size, max_len=max_len, suppress=suppress_ids(vocab.itos, [UNK])
-    )
+    cfg = _search_config(vocab, beam_size, max_len)
     out: list[str] = []
     decoder.eval()
     for start in range(0, features.size(0), batch_size):
@@ -94,13 +105,13 @@ class CaptionTask:
         self.max_len = max_len
         self.scheduled_sampling = scheduled_sampling
         self.seed = seed
+        self.net: torch.nn.Module = model  # what loss() calls: fit() puts DDP here under torchrun
 
     def num_batches(self) -> int:
-        return math.ceil(len(self.pairs) / self.batch_size)
+        return math.ceil(math.ceil(len(self.pairs) / distributed.current().size) / self.batch_size)
 
     def train_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        g = torch.Generator().manual_seed(self.seed * 1000 + epoch)
-        order = torch.randperm(len(self.pairs), generator=g).tolist()
+        order = distributed.epoch_order(len(self.pairs), self.seed, epoch)  # this rank's share
         for start in range(0, len(order), self.batch_size):
             chunk = [self.pairs[i] for i in order[start : start + self.batch_size]]
             rows = torch.tensor([r for r, _ in chunk])
@@ -112,7 +123,7 @@ class CaptionTask:
         feats, caps = batch
         # Scheduled sampling ramps up over the first epochs (Bengio et al. 2015).
         p = min(self.scheduled_sampling, self.scheduled_sampling * (epoch - 1) / 5)
-        return self.decoder(feats, caps, sample_prob=p).loss
+        return self.net(feats, caps, sample_prob=p).loss
 
     def validate(self) -> dict[str, float]:
         hyps = generate(
@@ -292,7 +303,7 @@ def train_caption(
     """
     model_opts = model_opts or CaptionModelOptions()
     train_cfg = train_cfg or TrainConfig()
-    dev = resolve_device(device)
+    world, dev = distributed.setup(resolve_device(device))
     cache_root = cache_root or default_cache_root()
     train_records = load_captions(train_data, train_split)
     val_records = load_captions(val_data, val_split)
@@ -303,11 +314,17 @@ def train_caption(
     encoder = build_encoder(encoder_name)
     common = dict(cache_root=cache_root, device=dev, workers=workers, progress=train_cfg.progress)
     tuned = model_opts.fine_tune_blocks
+    if tuned and world.distributed:
+        raise ValueError(
+            "--fine-tune-blocks is not supported under torchrun yet: train the frozen-encoder "
+            "decoder distributed, or fine-tune in one process"
+        )
     if tuned:  # images are read every step; unreadable ones are dropped from their batch
         train, val = CachedSplit(train_records, None), CachedSplit(val_records, None)
     else:
-        train = cached_split(train_records, images, encoder, **common)
-        val = cached_split(val_records, val_images or images, encoder, **common)
+        with distributed.main_first():  # rank 0 fills the caches; the others then read them
+            train = cached_split(train_records, images, encoder, **common)
+            val = cached_split(val_records, val_images or images, encoder, **common)
     pairs = [
         (
             row,
@@ -403,7 +420,30 @@ def train_caption(
         },
         "metrics": {"val": result.best_metrics},
     }
-    return save_bundle(out, manifest, weights)
+    if world.main:
+        save_bundle(out, manifest, weights)
+    distributed.barrier()
+    return Path(out)
+
+
+@dataclass
+class CaptionEvaluation:
+    """What :func:`evaluate_caption` computed, kept for reports; rows align with ``records``."""
+
+    result: dict  # the JSON evaluate_caption returns
+    records: list[CaptionRecord]
+    hypotheses: list[str]
+    features: torch.Tensor  # (M, N, C)
+    captioner: Captioner
+    images: Path
+    beam_size: int
+
+    def attention(self, rows: Sequence[int]) -> list[Hypothesis]:
+        """Decode ``rows`` again exactly as they were scored, with each word's attention."""
+        cap = self.captioner
+        cfg = _search_config(cap.vocab, self.beam_size, cap.default_search.max_len, True)
+        feats = self.features[list(rows)].to(cap.device).float()
+        return [nbest[0] for nbest in decode(cap.decoder, feats, cfg)]
 
 
 def evaluate_caption(
@@ -419,6 +459,24 @@ def evaluate_caption(
     limit: int | None = None,
 ) -> dict:
     """Caption every image of a split with a bundle and score against its references."""
+    return run_caption_evaluation(
+        bundle, data, images, split, beam_size, device, cache_root, workers, progress, limit
+    ).result
+
+
+def run_caption_evaluation(
+    bundle: str | os.PathLike,
+    data: str | os.PathLike,
+    images: str | os.PathLike,
+    split: str | None = None,
+    beam_size: int | None = None,
+    device: str = "auto",
+    cache_root: Path | None = None,
+    workers: int = 2,
+    progress: bool = True,
+    limit: int | None = None,
+) -> CaptionEvaluation:
+    """:func:`evaluate_caption`, keeping the per-image captions and features (for reports)."""
     cap = Captioner.from_bundle(bundle, device=device)
     records = load_captions(data, split)[:limit]
     split_data = cached_split(
@@ -438,7 +496,7 @@ def evaluate_caption(
     scores = metrics.score(
         refs, {r.image_id: h for r, h in zip(split_data.records, hyps, strict=True)}
     )
-    return {
+    result = {
         **scores,
         "images": len(split_data.records),
         "skipped": len(records) - len(split_data.records),
@@ -448,3 +506,6 @@ def evaluate_caption(
             for r, h in list(zip(split_data.records, hyps, strict=True))[:5]
         ],
     }
+    return CaptionEvaluation(
+        result, split_data.records, hyps, split_data.features, cap, Path(images), beam
+    )

@@ -23,7 +23,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
+
+from captioner.reports import TrainingCurves
+from captioner.training import distributed
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,7 @@ class TrainConfig:
     amp: bool = True  # fp16 autocast + GradScaler on CUDA (ignored on CPU)
     seed: int = 0
     progress: bool = True
+    tensorboard: str | None = None  # also log the epoch scalars here (needs tensorboard)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -165,6 +170,12 @@ def fit(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = task.model.to(device)
+    world = distributed.current()
+    if world.distributed:
+        # Gradients are averaged across ranks by DDP; the task's loss() must call the wrapper.
+        task.net = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     use_amp = cfg.amp and device.type == "cuda"
@@ -190,6 +201,8 @@ def fit(
         log.warning("--resume given but %s holds no checkpoint: starting afresh", ckpt.dir)
 
     stopped_early = False
+    # Only rank 0 writes: the log, curves, checkpoints (and, after fit, the bundle).
+    curves = TrainingCurves(out, cfg.tensorboard) if world.main else None
     for epoch in range(start_epoch, cfg.epochs + 1):
         if cfg.patience and epoch - best_epoch > cfg.patience and best_epoch > 0:
             stopped_early = True
@@ -202,7 +215,7 @@ def fit(
             task.train_batches(epoch),
             total=task.num_batches(),
             desc=f"epoch {epoch}/{cfg.epochs}",
-            disable=not cfg.progress,
+            disable=not (cfg.progress and world.main),
             leave=False,
         )
         for batch in bar:
@@ -218,8 +231,10 @@ def fit(
             bar.set_postfix(loss=f"{total / count:.3f}", grad=f"{float(grad_norm):.2f}")
         bar.close()
         train_time = time.perf_counter() - t0
+        train_loss = distributed.mean_over_ranks(total / max(count, 1))
         model.eval()
-        metrics = task.validate()
+        # Rank 0 validates; every rank gets its numbers, so early stopping agrees everywhere.
+        metrics = distributed.from_main(task.validate() if world.main else None)
         value = metrics.get(cfg.monitor, -math.inf)
         improved = value > best_metric
         if improved:
@@ -227,15 +242,17 @@ def fit(
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         row = {
             "epoch": epoch,
-            "train_loss": total / max(count, 1),
+            "train_loss": train_loss,
             "train_seconds": round(train_time, 2),
             "lr": optimizer.param_groups[0]["lr"],
             **{f"val_{k}": v for k, v in metrics.items()},
             "best": improved,
         }
         history.append(row)
-        with log_path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        if curves is not None:
+            with log_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            curves.epoch(row)
         log.info(
             "epoch %d: loss %.4f, val %s %.4f%s",
             epoch,
@@ -251,8 +268,12 @@ def fit(
             "best_metrics": best_metrics,
             "config": cfg.to_dict(),
         }
-        ckpt.save(epoch, model, optimizer, best_state, info)
+        if world.main:
+            ckpt.save(epoch, model, optimizer, best_state, info)
+        distributed.barrier()  # no rank runs ahead of the checkpoint it may resume from
 
+    if curves is not None:
+        curves.close()
     if best_state is None:  # no epoch ran (e.g. resumed after the last one)
         best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return FitResult(best_state, best_metrics, best_epoch, history, stopped_early)
