@@ -1,0 +1,91 @@
+# syntax=docker/dockerfile:1
+# The captioner HTTP service. Two targets:
+#   docker build --target cpu  -t captioner:cpu  .   # python:3.11-slim, CPU-only torch wheels
+#   docker build --target cuda -t captioner:cuda .   # CUDA 12.6 runtime, CUDA torch wheels
+# Both serve on port 8000 as a non-root user. The default bundles are copied to /weights;
+# mount your own folder there (or point CAPTIONER_CAPTION_BUNDLE / _ACTIVITY_BUNDLE elsewhere)
+# to serve other models without rebuilding.
+
+# Keep these two in step with the pins in pyproject.toml (tests/test_deploy.py checks it): the
+# wheels come from PyTorch's own index, so `pip install .` below finds torch already satisfied
+# instead of replacing it with the PyPI build.
+ARG TORCH_VERSION=2.14.1
+ARG TORCHVISION_VERSION=0.29.1
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# Why nvidia/cuda and not pytorch/pytorch: the pytorch images bring their own conda Python
+# (not necessarily 3.11) and their own torch build; here Python is Ubuntu 22.04's python3.11
+# and torch is exactly the pinned wheel. Why CUDA 12.6 (torch's cu126 build) rather than the
+# CUDA 13 build on PyPI: 12.x runs on any driver >= 525 (minor-version compatibility) and
+# covers Volta to Hopper, while CUDA 13 needs driver >= 580. The torch wheels ship their own
+# CUDA libraries, so `-base-` instead of `-runtime-` here also works and saves about 1.5 GB.
+ARG CUDA_IMAGE=nvidia/cuda:12.6.3-runtime-ubuntu22.04
+ARG TORCH_CUDA=cu126
+
+# ---------------------------------------------------------------- cpu ------------------------
+# No activity model is shipped yet (weights/ holds caption-default only), and the service
+# stays unready when an enabled bundle is missing: activity is off until a bundle is mounted
+# at /weights/activity-default and CAPTIONER_ENABLE_ACTIVITY=true is set.
+FROM ${PYTHON_IMAGE} AS cpu-build
+ARG TORCH_VERSION
+ARG TORCHVISION_VERSION
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH
+RUN python -m venv /opt/venv \
+ && pip install --index-url https://download.pytorch.org/whl/cpu \
+        "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
+COPY pyproject.toml README.md /src/
+COPY captioner /src/captioner
+COPY service /src/service
+RUN pip install /src
+
+FROM ${PYTHON_IMAGE} AS cpu
+ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PATH=/opt/venv/bin:$PATH \
+    CAPTIONER_DEVICE=cpu \
+    CAPTIONER_CAPTION_BUNDLE=/weights/caption-default \
+    CAPTIONER_ACTIVITY_BUNDLE=/weights/activity-default \
+    CAPTIONER_ENABLE_ACTIVITY=false
+RUN useradd --system --uid 10001 --create-home --home-dir /home/captioner captioner
+COPY --from=cpu-build /opt/venv /opt/venv
+COPY weights/ /weights/
+USER captioner
+WORKDIR /home/captioner
+EXPOSE 8000
+# /readyz answers 200 only once the models are loaded and warm; urlopen raises on 503.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4)"]
+CMD ["captioner", "serve", "--host", "0.0.0.0", "--port", "8000"]
+
+# ---------------------------------------------------------------- cuda -----------------------
+FROM ${CUDA_IMAGE} AS cuda-python
+ENV DEBIAN_FRONTEND=noninteractive
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3.11 python3.11-venv ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+
+FROM cuda-python AS cuda-build
+ARG TORCH_VERSION
+ARG TORCHVISION_VERSION
+ARG TORCH_CUDA
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH
+RUN python3.11 -m venv /opt/venv \
+ && pip install --index-url "https://download.pytorch.org/whl/${TORCH_CUDA}" \
+        "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
+COPY pyproject.toml README.md /src/
+COPY captioner /src/captioner
+COPY service /src/service
+RUN pip install /src
+
+FROM cuda-python AS cuda
+ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PATH=/opt/venv/bin:$PATH \
+    CAPTIONER_DEVICE=auto \
+    CAPTIONER_CAPTION_BUNDLE=/weights/caption-default \
+    CAPTIONER_ACTIVITY_BUNDLE=/weights/activity-default \
+    CAPTIONER_ENABLE_ACTIVITY=false
+RUN useradd --system --uid 10001 --create-home --home-dir /home/captioner captioner
+COPY --from=cuda-build /opt/venv /opt/venv
+COPY weights/ /weights/
+USER captioner
+WORKDIR /home/captioner
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4)"]
+CMD ["captioner", "serve", "--host", "0.0.0.0", "--port", "8000"]
