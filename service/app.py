@@ -12,7 +12,7 @@ import hmac
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -110,6 +110,7 @@ class Runtime:
         self.decode_pool = ThreadPoolExecutor(settings.decode_workers, "captioner-decode")
         self.ready = False
         self.error: str | None = None
+        self.inflight = 0  # requests inside the inference routes (counted by UploadGate)
         self._loading: asyncio.Task | None = None
 
     # -- life cycle -------------------------------------------------------------------------
@@ -235,12 +236,16 @@ class Runtime:
         value = await asyncio.get_running_loop().run_in_executor(self.decode_pool, fn, *args)
         return value, (time.perf_counter() - t) * 1000
 
-    async def submit(
-        self, name: str, job: Any, is_disconnected: Callable[[], Awaitable[bool]]
-    ) -> _Timed:
+    async def submit(self, name: str, job: Any, request: Request) -> _Timed:
+        # The deadline counts from the request's arrival, upload and decoding included.
+        arrived = getattr(request.state, "arrived", time.perf_counter())
+        left = self.settings.request_timeout_s - (time.perf_counter() - arrived)
+        if left <= 0:
+            self.metrics.rejections.labels("deadline").inc()
+            raise _batcher_http_error(DeadlineExceeded())
         try:
             return await self.batchers[name].submit(
-                job, timeout_s=self.settings.request_timeout_s, is_disconnected=is_disconnected
+                job, timeout_s=left, is_disconnected=request.is_disconnected
             )
         except BatcherError as exc:
             raise _batcher_http_error(exc) from None
@@ -318,6 +323,10 @@ class UploadGate:
             if not self.runtime.ready:
                 await _problem(send, 503, _not_ready(self.runtime), {"Retry-After": "5"})
                 return
+            if self.runtime.inflight >= s.max_inflight:
+                self.runtime.metrics.rejections.labels("inflight").inc()
+                await _problem(send, 429, "the server is busy: retry in 1 s", {"Retry-After": "1"})
+                return
         limit = {CAPTION_ROUTE: s.max_image_bytes, ACTIVITY_ROUTE: s.max_video_bytes}.get(
             path, _OTHER_BODY_LIMIT
         )
@@ -337,7 +346,15 @@ class UploadGate:
                     raise HTTPException(413, _too_large(limit))
             return message
 
-        await self.app(scope, counted, send)
+        if path not in _INFERENCE:
+            await self.app(scope, counted, send)
+            return
+        scope.setdefault("state", {})["arrived"] = time.perf_counter()
+        self.runtime.inflight += 1
+        try:
+            await self.app(scope, counted, send)
+        finally:
+            self.runtime.inflight -= 1
 
 
 _AUTH_HELP = "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
@@ -553,7 +570,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 rt.submit(
                     "caption",
                     _CaptionJob(decoded[i][0][0], beam_size, n_best),
-                    request.is_disconnected,
+                    request,
                 )
                 for i in ok
             )
@@ -612,7 +629,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except MediaError as exc:
             raise HTTPException(_media_status([exc]), str(exc)) from None
         submitted = time.perf_counter()
-        timed = await rt.submit("activity", job, request.is_disconnected)
+        timed = await rt.submit("activity", job, request)
         return {
             "model": _model_info(model, "activity"),
             "filename": file.filename or "video",

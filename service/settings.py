@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(16, ge=1, le=1024)  # images per caption batch
     max_wait_ms: float = Field(10.0, ge=0.0, le=10_000.0)
     max_queue: int = Field(256, ge=1, le=100_000)  # items waiting per model
+    # Requests admitted to the inference routes at once (uploading, decoding, queued, computing);
+    # beyond it a request gets 429 before its body is read, so overload cannot pile up unseen.
+    max_inflight: int = Field(64, ge=1, le=100_000)
     max_batch_frames: int = Field(128, ge=1)  # video batches are sized by frames, not clips
     request_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)  # deadline in the queue -> 504
     decode_workers: int = Field(2, ge=1, le=64)  # CPU pool for image and video decoding

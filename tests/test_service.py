@@ -230,6 +230,15 @@ def test_full_queue_gets_429_with_retry_after_and_deadline_504() -> None:
         assert int(busy.headers["Retry-After"]) >= 1 and "busy" in busy.json()["detail"]
         assert _post_image(base, SCENE).status_code == 200  # and it recovers
 
+    settings = _settings(max_inflight=2, max_wait_ms=100.0, enable_activity=False)
+    with live_server(settings) as (base, _):
+        with cf.ThreadPoolExecutor(8) as pool:
+            replies = list(pool.map(lambda _: _post_image(base, SCENE, beam_size=8), range(16)))
+        codes = [r.status_code for r in replies]
+        assert set(codes) <= {200, 429} and 200 in codes and 429 in codes
+        metrics = httpx.get(f"{base}/metrics").text
+        assert 'captioner_rejections_total{reason="inflight"}' in metrics
+
     settings = _settings(request_timeout_s=0.001, max_wait_ms=200.0, enable_activity=False)
     with live_server(settings) as (base, _):
         r = _post_image(base, SCENE)
