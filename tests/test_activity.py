@@ -142,7 +142,13 @@ def test_training_writes_an_activity_bundle(bundle) -> None:
 def test_bundle_weights_are_safetensors_only(bundle) -> None:
     assert set(load_bundle(bundle).weights) == {"model.safetensors"}
     top = sorted(p.name for p in bundle.iterdir())
-    assert top == ["checkpoint", "manifest.json", "metrics.jsonl", "model.safetensors"]
+    assert top == [
+        "checkpoint",
+        "curves.png",
+        "manifest.json",
+        "metrics.jsonl",
+        "model.safetensors",
+    ]
     pickles = [
         p for p in bundle.rglob("*") if p.suffix in (".pt", ".pth", ".pkl", ".pickle", ".bin")
     ]

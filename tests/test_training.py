@@ -147,7 +147,13 @@ def test_trained_bundle_loads_and_captions(trained, scene_data) -> None:
 def test_bundle_holds_no_pickle(trained) -> None:
     bundle, _ = trained
     top = sorted(p.name for p in bundle.iterdir())
-    assert top == ["checkpoint", "decoder.safetensors", "manifest.json", "metrics.jsonl"]
+    assert top == [
+        "checkpoint",
+        "curves.png",
+        "decoder.safetensors",
+        "manifest.json",
+        "metrics.jsonl",
+    ]
     pickles = [p for p in bundle.rglob("*") if p.suffix in (".pt", ".pth", ".pkl", ".pickle")]
     assert pickles == []
     checkpoint = sorted(p.name for p in (bundle / "checkpoint").iterdir())
