@@ -19,6 +19,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	-.ci/ensure-browser
+	-.ci/ensure-nginx
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)

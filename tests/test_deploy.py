@@ -152,8 +152,12 @@ def seconds(duration: str) -> float:
 
 
 def targets_of(svc: dict) -> str:
-    build = svc["build"]
+    build = svc.get("build", "")  # none: a service from someone else's image (nginx)
     return "" if isinstance(build, str) else build.get("target", "")
+
+
+# Every service that runs the captioner image (those built here); nginx is not one of them.
+CAPTIONER_SERVICES = sorted(name for name, svc in services().items() if "build" in svc)
 
 
 # -- the Dockerfile --------------------------------------------------------------------------
@@ -281,6 +285,8 @@ def test_compose_services_build_existing_dockerfile_targets():
     assert set(TARGETS) <= built, "both images selectable from compose"
     # Services outside a profile start together: the CPU variant must not join a GPU `up`.
     assert not svcs["captioner"].get("profiles")
+    # ... and neither may the replicas or their nginx, which would take the same port and GPUs.
+    assert [name for name, svc in svcs.items() if not svc.get("profiles")] == ["captioner"]
     assert all(svc.get("profiles") for svc in svcs.values() if targets_of(svc) == "cpu")
 
 
@@ -305,7 +311,7 @@ def test_compose_publishes_and_health_checks_the_port_the_image_serves(name):
     assert svc["restart"] == "unless-stopped"
 
 
-@pytest.mark.parametrize("name", ["captioner", "captioner-cpu"])
+@pytest.mark.parametrize("name", CAPTIONER_SERVICES)
 def test_stop_grace_period_outlasts_the_graceful_drain(name):
     svc = services()[name]
     timeout = float(container_env(svc).get("CAPTIONER_REQUEST_TIMEOUT_S") or _default_timeout())
@@ -319,7 +325,9 @@ def _default_timeout() -> float:
 
 
 def test_gpu_service_reserves_one_nvidia_gpu_and_the_cpu_one_none():
-    for name, svc in services().items():
+    pinned: dict[str, str] = {}  # GPU id -> the replica service pinned to it
+    for name in CAPTIONER_SERVICES:
+        svc = services()[name]
         devices = svc.get("deploy", {}).get("resources", {}).get("reservations", {})
         devices = devices.get("devices", [])
         if targets_of(svc) == "cpu":
@@ -329,9 +337,14 @@ def test_gpu_service_reserves_one_nvidia_gpu_and_the_cpu_one_none():
         assert isinstance(devices, list) and len(devices) == 1, name
         (device,) = devices
         assert device["driver"] == "nvidia"
-        assert device["count"] == "all" or int(device["count"]) >= 1
+        assert ("count" in device) != ("device_ids" in device), "count xor device_ids"
+        if "count" in device:
+            assert device["count"] == "all" or int(device["count"]) >= 1
+        else:  # a replica: exactly one GPU of its own
+            (gpu,) = device["device_ids"]
+            assert str(gpu) not in pinned, f"{name} and {pinned.get(str(gpu))} share GPU {gpu}"
+            pinned[str(gpu)] = name
         assert "gpu" in device["capabilities"]
-        assert "device_ids" not in device, "count and device_ids exclude each other"
         assert container_env(svc)["CAPTIONER_DEVICE"] in ("cuda", "auto")
 
 
@@ -351,7 +364,7 @@ def test_every_variable_has_a_default_or_is_documented():
                 assert re.search(rf"\b{key}\b", comments), f"{key} passed through undocumented"
 
 
-@pytest.mark.parametrize("name", ["captioner", "captioner-cpu"])
+@pytest.mark.parametrize("name", CAPTIONER_SERVICES)
 def test_bundles_point_into_the_weights_volume(name):
     svc = services()[name]
     (weights,) = [m for m in map(_mount, svc["volumes"]) if m["target"] == "/weights"]
@@ -394,7 +407,7 @@ def test_environment_names_are_service_settings():
     assert not unknown, f"not Settings fields (typo?): {sorted(unknown)}"
 
 
-@pytest.mark.parametrize("name", ["captioner", "captioner-cpu"])
+@pytest.mark.parametrize("name", CAPTIONER_SERVICES)
 def test_compose_defaults_are_accepted_by_the_service(name, monkeypatch):
     _settings_fields()
     from service.settings import Settings
@@ -415,7 +428,7 @@ def test_docker_compose_config_accepts_the_file():
     probe = subprocess.run([docker, "compose", "version"], capture_output=True, timeout=60)
     if probe.returncode != 0:
         pytest.skip("docker CLI has no compose plugin")
-    for profile in ([], ["--profile", "cpu"]):
+    for profile in ([], ["--profile", "cpu"], ["--profile", "replicas"]):
         result = subprocess.run(
             [docker, "compose", "-f", str(COMPOSE), *profile, "config", "-q"],
             capture_output=True,
