@@ -379,8 +379,8 @@ class ActivityClassifier:
         )
         feats = grids.reshape(*clips.shape[:2], *grids.shape[1:]).float()  # (B, T, N, C)
         with autocast(self.device):
-            logits = self.model(feats).logits
-        return logits.float().softmax(-1).cpu()
+            probs = self.model.probabilities(feats)
+        return probs.float().cpu()
 
     def classify_batch(self, clips: Sequence[torch.Tensor], top_k: int = 5) -> list[ActivityResult]:
         """(T, 3, S, S) uint8 clips (from :meth:`load_clip`) -> results; for batchers."""

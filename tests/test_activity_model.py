@@ -127,3 +127,27 @@ def test_weights_load_into_a_model_built_from_the_same_config(frames) -> None:
     rebuilt = ActivityModel(ActivityModelConfig.from_dict(model.config.to_dict())).eval()
     rebuilt.load_state_dict(model.state_dict())
     torch.testing.assert_close(rebuilt(frames).logits, model(frames).logits)
+
+
+def test_reversal_averaging_uses_the_clip_played_backwards() -> None:
+    from captioner.models.activity import ActivityModel, ActivityModelConfig
+
+    torch.manual_seed(0)
+    cfg = dict(num_classes=3, feature_dim=8, grid=2, cell_dim=4, embed_dim=8, hidden_dim=8)
+    plain = ActivityModel(ActivityModelConfig(**cfg)).eval()
+    tta = ActivityModel(ActivityModelConfig(**cfg, reverse_map=[1, 0, 2])).eval()
+    tta.load_state_dict(plain.state_dict())
+    clip = torch.randn(2, 5, 4, 8)
+    with torch.no_grad():
+        forwards = plain(clip).logits.softmax(-1)
+        backwards = plain(clip.flip(1)).logits.softmax(-1)
+        averaged = tta.probabilities(clip)
+    assert torch.allclose(averaged, 0.5 * (forwards + backwards[:, [1, 0, 2]]), atol=1e-6)
+    assert torch.allclose(averaged.sum(-1), torch.ones(2))
+    # A clip and its reversal get mirrored predictions: left for one is right for the other.
+    with torch.no_grad():
+        mirrored = tta.probabilities(clip.flip(1))
+    assert torch.allclose(mirrored, averaged[:, [1, 0, 2]], atol=1e-6)
+    assert torch.allclose(plain.probabilities(clip), forwards, atol=1e-6)
+    with pytest.raises(ValueError, match="permutation"):
+        ActivityModelConfig(**cfg, reverse_map=[0, 0, 2])

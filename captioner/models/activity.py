@@ -36,8 +36,16 @@ class ActivityModelConfig:
     # The recurrent input also gets each frame's change from the previous one: what moved is
     # then explicit instead of having to be inferred from two similar embeddings.
     deltas: bool = False
+    # Label of each class played backwards (a permutation), when every class has one: the
+    # prediction then averages the clip and its reversal (test-time augmentation, exact for
+    # order pairs such as left/right). None: no reversal.
+    reverse_map: list[int] | None = None
 
     def __post_init__(self) -> None:
+        if self.reverse_map is not None and sorted(self.reverse_map) != list(
+            range(self.num_classes)
+        ):
+            raise ValueError("reverse_map must be a permutation of the class indices")
         if self.rnn not in ("lstm", "gru"):
             raise ValueError(f"rnn must be 'lstm' or 'gru', got {self.rnn!r}")
         if self.head not in ("rnn", "mean"):
@@ -115,3 +123,16 @@ class ActivityModel(nn.Module):
         logits = self.classifier(summary)
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
         return ActivityOutput(logits, loss)
+
+    def probabilities(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, T, N, C) frame grids -> class probabilities (B, K), for inference.
+
+        With ``reverse_map`` the clip played backwards is classified too and its probabilities,
+        moved to the classes they stand for forwards, are averaged with the clip's own.
+        """
+        probs = self(features).logits.float().softmax(-1)
+        if self.config.reverse_map is None:
+            return probs
+        backwards = self(features.flip(1)).logits.float().softmax(-1)  # in reversed classes
+        # Class k forwards is class reverse_map[k] backwards.
+        return 0.5 * (probs + backwards[:, self.config.reverse_map])

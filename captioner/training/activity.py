@@ -80,8 +80,7 @@ def predict(
     out = []
     with torch.inference_mode():
         for s in range(0, features.size(0), batch_size):
-            logits = model(features[s : s + batch_size].to(device).float()).logits
-            out.append(logits.float().softmax(-1).cpu())
+            out.append(model.probabilities(features[s : s + batch_size].to(device).float()).cpu())
     return torch.cat(out)
 
 
@@ -149,6 +148,15 @@ def reversal_map(classes: Sequence[str], pairs: Sequence[tuple[str, str]]) -> to
             raise ValueError(f"--reverse-pairs names unknown classes {unknown}; classes: {classes}")
         table[index[a]], table[index[b]] = index[b], index[a]
     return table
+
+
+def _complete_reversal(classes: Sequence[str], opts: ActivityOptions) -> list[int] | None:
+    """The reversal map kept for test-time averaging: only when every class has a reversed
+    twin, and never for the mean head (order-blind: averaging would just merge each pair)."""
+    table = reversal_map(classes, opts.reverse_pairs)
+    if table is None or opts.head != "rnn" or bool((table < 0).any()):
+        return None
+    return table.tolist()
 
 
 class ActivityTask:
@@ -267,6 +275,7 @@ def train_activity(
         head=opts.head,
         dropout=opts.dropout,
         deltas=opts.deltas,
+        reverse_map=_complete_reversal(train_data.classes, opts),
     )
     torch.manual_seed(train_cfg.seed)
     model = ActivityModel(config)
