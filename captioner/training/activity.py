@@ -9,12 +9,12 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from captioner import metrics
-from captioner.bundle import save_bundle
 from captioner.data.features import build_feature_cache, cache_key, keys_digest
 from captioner.data.videos import ClipFiles, VideoDataset, VideoRecord, load_video_dataset
 from captioner.encoders import Encoder, build_encoder
@@ -251,7 +251,7 @@ def train_activity(
     """Train an activity model over cached frame grids and write a bundle."""
     opts = opts or ActivityOptions()
     train_cfg = train_cfg or TrainConfig(monitor="top1")
-    world, dev = distributed.setup(resolve_device(device))
+    _, dev = distributed.setup(resolve_device(device))
     cache_root = cache_root or default_cache_root()
     train_data = load_video_dataset(data, train_list)
     val_data = load_video_dataset(val, val_list, classes=train_data.classes)
@@ -319,10 +319,7 @@ def train_activity(
         },
         "metrics": {"val": result.best_metrics},
     }
-    if world.main:
-        save_bundle(out, manifest, {"model.safetensors": result.best_state})
-    distributed.barrier()
-    return Path(out)
+    return distributed.save_bundle_on_main(out, manifest, {"model.safetensors": result.best_state})
 
 
 @dataclass
@@ -334,21 +331,13 @@ class ActivityEvaluation:
     probs: torch.Tensor  # (M, K) class probabilities
 
 
-def evaluate_activity(
-    bundle: str | os.PathLike,
-    data: str | os.PathLike,
-    split_list: str | os.PathLike | None = None,
-    device: str = "auto",
-    cache_root: Path | None = None,
-    workers: int = 2,
-    progress: bool = True,
-    pairs: list[tuple[str, str]] | None = None,
-) -> dict:
+def evaluate_activity(*args: Any, **kwargs: Any) -> dict:
     """top1, top5, per-class accuracy and confusion matrix of a bundle on labelled videos
-    (and the accuracy within each of ``pairs`` of classes)."""
-    return run_activity_evaluation(
-        bundle, data, split_list, device, cache_root, workers, progress, pairs
-    ).report
+    (and the accuracy within each pair of classes given as ``pairs``).
+
+    Takes the arguments of :func:`run_activity_evaluation`; returns only the report.
+    """
+    return run_activity_evaluation(*args, **kwargs).report
 
 
 def run_activity_evaluation(

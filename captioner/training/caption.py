@@ -8,12 +8,12 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from captioner import metrics
-from captioner.bundle import save_bundle
 from captioner.data.captions import CaptionRecord, load_captions
 from captioner.data.features import build_feature_cache, cache_key, keys_digest
 from captioner.data.images import ImageFiles, image_loader
@@ -420,10 +420,7 @@ def train_caption(
         },
         "metrics": {"val": result.best_metrics},
     }
-    if world.main:
-        save_bundle(out, manifest, weights)
-    distributed.barrier()
-    return Path(out)
+    return distributed.save_bundle_on_main(out, manifest, weights)
 
 
 @dataclass
@@ -446,22 +443,12 @@ class CaptionEvaluation:
         return [nbest[0] for nbest in decode(cap.decoder, feats, cfg)]
 
 
-def evaluate_caption(
-    bundle: str | os.PathLike,
-    data: str | os.PathLike,
-    images: str | os.PathLike,
-    split: str | None = None,
-    beam_size: int | None = None,
-    device: str = "auto",
-    cache_root: Path | None = None,
-    workers: int = 2,
-    progress: bool = True,
-    limit: int | None = None,
-) -> dict:
-    """Caption every image of a split with a bundle and score against its references."""
-    return run_caption_evaluation(
-        bundle, data, images, split, beam_size, device, cache_root, workers, progress, limit
-    ).result
+def evaluate_caption(*args: Any, **kwargs: Any) -> dict:
+    """Caption every image of a split with a bundle and score against its references.
+
+    Takes the arguments of :func:`run_caption_evaluation`; returns only the scores.
+    """
+    return run_caption_evaluation(*args, **kwargs).result
 
 
 def run_caption_evaluation(

@@ -10,11 +10,14 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.utils.data.distributed import DistributedSampler
+
+from captioner.bundle import save_bundle
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,16 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     )
     sampler.set_epoch(epoch)
     return list(sampler)
+
+
+def save_bundle_on_main(
+    out: str | os.PathLike, manifest: dict, weights: dict[str, dict[str, torch.Tensor]]
+) -> Path:
+    """Rank 0 writes the bundle; every rank returns once it is on disk."""
+    if current().main:
+        save_bundle(out, manifest, weights)
+    barrier()
+    return Path(out)
 
 
 def mean_over_ranks(value: float) -> float:
