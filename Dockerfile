@@ -22,9 +22,8 @@ ARG CUDA_IMAGE=nvidia/cuda:12.6.3-runtime-ubuntu22.04
 ARG TORCH_CUDA=cu126
 
 # ---------------------------------------------------------------- cpu ------------------------
-# No activity model is shipped yet (weights/ holds caption-default only), and the service
-# stays unready when an enabled bundle is missing: activity is off until a bundle is mounted
-# at /weights/activity-default and CAPTIONER_ENABLE_ACTIVITY=true is set.
+# Both default bundles (caption and activity) ship in weights/ and are served; set
+# CAPTIONER_ENABLE_ACTIVITY=false to serve captions only.
 FROM ${PYTHON_IMAGE} AS cpu-build
 ARG TORCH_VERSION
 ARG TORCHVISION_VERSION
@@ -42,7 +41,7 @@ ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PATH=/opt/venv/bin:$PATH \
     CAPTIONER_DEVICE=cpu \
     CAPTIONER_CAPTION_BUNDLE=/weights/caption-default \
     CAPTIONER_ACTIVITY_BUNDLE=/weights/activity-default \
-    CAPTIONER_ENABLE_ACTIVITY=false
+    CAPTIONER_ENABLE_ACTIVITY=true
 RUN useradd --system --uid 10001 --create-home --home-dir /home/captioner captioner
 COPY --from=cpu-build /opt/venv /opt/venv
 COPY weights/ /weights/
@@ -79,7 +78,7 @@ ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PATH=/opt/venv/bin:$PATH \
     CAPTIONER_DEVICE=auto \
     CAPTIONER_CAPTION_BUNDLE=/weights/caption-default \
     CAPTIONER_ACTIVITY_BUNDLE=/weights/activity-default \
-    CAPTIONER_ENABLE_ACTIVITY=false
+    CAPTIONER_ENABLE_ACTIVITY=true
 RUN useradd --system --uid 10001 --create-home --home-dir /home/captioner captioner
 COPY --from=cuda-build /opt/venv /opt/venv
 COPY weights/ /weights/

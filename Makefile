@@ -16,6 +16,8 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/captioner caption examples/ --out captions.jsonl
 	@cat captions.jsonl
+	$(BIN)/captioner activity examples/ --out activities.jsonl
+	@cat activities.jsonl
 
 test: $(STAMP)
 	-.ci/ensure-browser

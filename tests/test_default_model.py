@@ -56,3 +56,53 @@ def test_examples_are_described_correctly():
     for (name, words), result in zip(expect.items(), results, strict=True):
         for word in words:
             assert word in result.words, (name, result.caption)
+
+
+# ------------------------------------------------------------------------- activity default
+
+ACTIVITY = default_bundle_dir("activity")
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_default_activity_bundle_is_small_and_meets_its_targets():
+    manifest = read_manifest(ACTIVITY)
+    files = sorted(p.name for p in ACTIVITY.iterdir() if p.is_file())
+    assert files == ["manifest.json", "metrics.jsonl", "model.safetensors"]
+    assert not any(p.is_dir() for p in ACTIVITY.iterdir())
+    assert sum(p.stat().st_size for p in ACTIVITY.iterdir()) < 20 * 2**20
+    assert manifest["encoder"]["name"] == "efficientnet_lite0"
+    assert "captioner train activity" in manifest["training"]["command"]
+    test, baseline = manifest["metrics"]["test"], manifest["metrics"]["test_mean_pool_baseline"]
+    assert test["top1"] >= 0.97
+    for pair, accuracy in test["order_pairs"].items():
+        assert accuracy >= baseline["order_pairs"][pair] + 0.40, pair
+
+
+@pytest.mark.slow
+def test_default_activity_model_labels_the_example_clips():
+    model = captioner.load(ACTIVITY, device="cpu")
+    clips = sorted(EXAMPLES.glob("clip-*.mp4"))
+    assert len(clips) >= 3
+    for clip, result in zip(clips, model.classify(clips, top_k=3), strict=True):
+        assert result.label == clip.stem.removeprefix("clip-"), (clip.name, result.top_k)
+
+
+@pytest.mark.slow
+def test_default_activity_model_on_fresh_clips(tmp_path: Path):
+    """Clips from a seed it never saw, all nine classes: the order-dependent pairs included."""
+    from captioner.data.motion import CLASSES, generate_motion
+    from captioner.training.activity import evaluate_activity
+
+    generate_motion(
+        tmp_path / "motion",
+        seed=2027,
+        n_per_class=0,
+        n_val_per_class=0,
+        n_test_per_class=3,
+        progress=False,
+    )
+    report = evaluate_activity(
+        ACTIVITY, tmp_path / "motion" / "test", device="cpu", progress=False, workers=0
+    )
+    assert report["videos"] == 3 * len(CLASSES)
+    assert report["top1"] >= 0.85, report["per_class"]

@@ -189,6 +189,10 @@ def test_body_limits_413_even_when_content_length_lies() -> None:
         assert r.status_code == 413 and "limit" in r.json()["detail"]
 
         def chunks():  # no Content-Length at all: chunked transfer, counted as it streams
+            yield (
+                b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+                b"Content-Type: image/jpeg\r\n\r\n"
+            )
             for _ in range(40):
                 yield bytes(8192)
 
