@@ -35,6 +35,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/beam_batching.py
 	$(BIN)/python bench/caption_folder.py
 	$(BIN)/python bench/feature_cache.py
+	$(BIN)/python bench/activity_clip.py
+	$(BIN)/python bench/service_load.py
 
 clean:
 	rm -rf $(VENV) captions.jsonl activities.jsonl .pytest_cache
