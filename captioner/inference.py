@@ -362,6 +362,11 @@ class ActivityClassifier:
     def size(self) -> int:
         return self.encoder.preprocess.size
 
+    def local_file(self, source: VideoSource) -> contextlib.AbstractContextManager[Path]:
+        """A checked local path for ``source`` (bytes go to a private temp file, removed on
+        exit), so that one upload can be read several times without being written again."""
+        return local_video(source, self.limits)
+
     def load_clip(self, source: VideoSource) -> torch.Tensor:
         """Decode one video (MediaError on bad input) -> (T, 3, S, S) uint8 uniform clip."""
         clip = decode_clip(source, self.num_frames, self.size, "uniform", limits=self.limits)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import io
 import logging
 import math
 import time
@@ -23,6 +24,7 @@ import torch
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -433,6 +435,14 @@ def require_key(
         raise HTTPException(401, _AUTH_HELP, {"WWW-Authenticate": "Bearer"})
 
 
+# What both inference routes share: the error responses, no nulls in bodies, the API key.
+_INFERENCE_ROUTE: dict[str, Any] = {
+    "responses": _ERRORS,
+    "response_model_exclude_none": True,
+    "dependencies": [Depends(require_key)],
+}
+
+
 def _ready_model(runtime: Runtime, name: str) -> Any:
     model = runtime.captioner if name == "caption" else runtime.activity
     if not runtime.ready or model is None or name not in runtime.batchers:
@@ -443,10 +453,6 @@ def _ready_model(runtime: Runtime, name: str) -> Any:
 
 
 def _load_image(model: Captioner, data: bytes) -> tuple[torch.Tensor, tuple[int, int]]:
-    import io
-
-    from PIL import Image
-
     tensor = model.load_image(data)
     with Image.open(io.BytesIO(data)) as img:  # header only: the size the user sent
         return tensor, img.size
@@ -528,10 +534,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post(
         CAPTION_ROUTE,
         response_model=CaptionResponse,
-        response_model_exclude_none=True,
-        responses=_ERRORS,
-        dependencies=[Depends(require_key)],
         summary="caption one or more images",
+        **_INFERENCE_ROUTE,
     )
     async def caption(
         request: Request,
@@ -595,10 +599,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post(
         ACTIVITY_ROUTE,
         response_model=ActivityResponse,
-        response_model_exclude_none=True,
-        responses=_ERRORS,
-        dependencies=[Depends(require_key)],
         summary="label the activity in a video",
+        **_INFERENCE_ROUTE,
     )
     async def activity(
         request: Request,
@@ -616,12 +618,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         data = await file.read()
 
         def decode() -> _ActivityJob:
-            job = _ActivityJob(model.load_clip(data), top_k)
-            if timeline:
-                spans, windows = model.timeline_clips(
-                    data, window, stride, max_windows=rt.settings.max_timeline_windows
-                )
-                job.windows, job.spans = windows, spans
+            with model.local_file(data) as path:  # written to disk once for both reads
+                job = _ActivityJob(model.load_clip(path), top_k)
+                if timeline:
+                    spans, windows = model.timeline_clips(
+                        path, window, stride, max_windows=rt.settings.max_timeline_windows
+                    )
+                    job.windows, job.spans = windows, spans
             return job
 
         try:
