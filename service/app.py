@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import captioner
 from captioner import ActivityClassifier, Captioner, MediaError, UnsupportedFormat
+from captioner.inference import ClipInput
 from service.batching import (
     BatcherError,
     ClientGone,
@@ -89,15 +90,12 @@ class _CaptionJob:
 
 @dataclass
 class _ActivityJob:
-    clip: torch.Tensor  # (T, 3, S, S) uint8
+    clip: ClipInput  # decoded frames for the whole clip and any timeline windows
     top_k: int
-    windows: torch.Tensor | None = None  # (W, T, 3, S, S) uint8, for a timeline
-    spans: list[tuple[float, float]] | None = None
 
     @property
     def frames(self) -> int:
-        extra = 0 if self.windows is None else self.windows.shape[0] * self.windows.shape[1]
-        return int(self.clip.shape[0]) + extra
+        return self.clip.cost
 
 
 class Runtime:
@@ -182,7 +180,8 @@ class Runtime:
             self._caption_batch([_CaptionJob(blank, None, 1)])
         if self.activity is not None:
             size = self.activity.size
-            clip = torch.zeros(self.activity.num_frames, 3, size, size, dtype=torch.uint8)
+            frames = torch.zeros(1, 3, size, size, dtype=torch.uint8)
+            clip = ClipInput(frames, [0] * self.activity.num_frames)
             self._activity_batch([_ActivityJob(clip, 1)])
 
     async def close(self) -> None:
@@ -216,17 +215,9 @@ class Runtime:
     def _activity_batch(self, jobs: list[_ActivityJob]) -> list[_Timed]:
         assert self.activity is not None
         started = time.perf_counter()
-        clips = [job.clip[None] for job in jobs]
-        clips += [job.windows for job in jobs if job.windows is not None]
-        probs = self.activity.probabilities(torch.cat(clips))  # (B + all windows, K)
-        results, k = [], len(jobs)
-        for i, job in enumerate(jobs):
-            result = self.activity.result(probs[i], job.top_k)
-            if job.windows is not None and job.spans is not None:
-                w = job.windows.shape[0]
-                result.timeline = self.activity.timeline_labels(job.spans, probs[k : k + w])
-                k += w
-            results.append(result)
+        results = self.activity.classify_inputs(
+            [job.clip for job in jobs], [job.top_k for job in jobs]
+        )
         spent = time.perf_counter() - started
         return [_Timed(r, started, spent, len(jobs)) for r in results]
 
@@ -618,14 +609,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         data = await file.read()
 
         def decode() -> _ActivityJob:
-            with model.local_file(data) as path:  # written to disk once for both reads
-                job = _ActivityJob(model.load_clip(path), top_k)
-                if timeline:
-                    spans, windows = model.timeline_clips(
-                        path, window, stride, max_windows=rt.settings.max_timeline_windows
-                    )
-                    job.windows, job.spans = windows, spans
-            return job
+            clip = model.prepare(
+                data, timeline, window, stride, max_windows=rt.settings.max_timeline_windows
+            )
+            return _ActivityJob(clip, top_k)
 
         try:
             job, decode_ms = await rt.decode(decode)

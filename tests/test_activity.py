@@ -49,7 +49,7 @@ def shared_encoder(tiny_captioner) -> Iterator[None]:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(activity_training, "build_encoder", build)
-        mp.setattr(captioner.inference, "build_encoder", build)
+        mp.setattr(captioner.inference.common, "build_encoder", build)
         yield
 
 

@@ -130,7 +130,7 @@ def shared_encoder(tiny_captioner):
         return tiny_captioner.encoder
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(captioner.inference, "build_encoder", build)
+        mp.setattr(captioner.inference.common, "build_encoder", build)
         yield
 
 

@@ -90,7 +90,7 @@ def shared_encoder(tiny_captioner):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(caption_training, "build_encoder", build)
-        mp.setattr(captioner.inference, "build_encoder", build)
+        mp.setattr(captioner.inference.common, "build_encoder", build)
         yield
 
 

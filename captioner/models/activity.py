@@ -9,13 +9,14 @@ order-blind baseline that shows what the recurrent layer adds.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from captioner.models.grid import square_side
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,7 @@ class ActivityModel(nn.Module):
     def embed_frames(self, features: torch.Tensor) -> torch.Tensor:
         """(B, T, N, C) grids -> (B, T, E) frame embeddings that keep a coarse layout."""
         B, T, N, C = features.shape
-        side = math.isqrt(N)
-        if side * side != N:
-            raise ValueError(f"expected a square grid of cells, got N={N}")
+        side = square_side(N)
         x = features.reshape(B * T, side, side, C).permute(0, 3, 1, 2)  # (BT, C, s, s)
         x = F.adaptive_avg_pool2d(x.float(), self.config.grid)  # (BT, C, g, g)
         x = self.reduce(x.flatten(2).transpose(1, 2))  # (BT, g*g, cell)

@@ -1,0 +1,337 @@
+"""The activity pipeline: video -> sampled frames (and timeline windows) -> grids -> labels.
+
+:func:`prepare_clip` decodes one video into a :class:`ClipInput` (no model needed, so data
+loader workers and the service's decode pool run it); :meth:`ActivityClassifier.classify_inputs`
+labels a batch of them, timelines included, encoding every distinct frame once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from captioner.bundle import Bundle, BundleError, load_state_strict
+from captioner.encoders import Encoder
+from captioner.inference.common import (
+    autocast,
+    bundle_encoder,
+    encode_images,
+    open_bundle,
+    precision_name,
+    prepare_encoder,
+    resolve_device,
+)
+from captioner.media import MediaError
+from captioner.models.activity import ActivityModel, ActivityModelConfig
+from captioner.video import (
+    DEFAULT_VIDEO_LIMITS,
+    VideoInfo,
+    VideoLimits,
+    decode_clip,
+    local_video,
+    probe_video,
+    read_frames,
+    sliding_windows,
+    uniform_indices,
+)
+
+VideoSource = str | os.PathLike | bytes | bytearray
+
+
+@dataclass
+class ActivityResult:
+    """The activity in a video: best label, its probability, the top k, optionally a timeline."""
+
+    label: str
+    score: float
+    top_k: list[dict[str, Any]]
+    timeline: list[dict[str, Any]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if self.timeline is None:
+            d.pop("timeline")
+        return d
+
+
+@dataclass
+class ClipInput:
+    """One decoded video, ready for the model: each distinct frame once, and which frames
+    make the whole clip and (for a timeline) each window."""
+
+    frames: torch.Tensor  # (U, 3, S, S) uint8, distinct frames in stream order
+    clip: list[int]  # T positions into ``frames``: the whole video, uniformly sampled
+    windows: list[list[int]] | None = None  # W lists of T positions, one per timeline window
+    spans: list[tuple[float, float]] | None = None  # (start, end) seconds of each window
+
+    @property
+    def cost(self) -> int:
+        """Frames the encoder must run on: what a batcher should count."""
+        return int(self.frames.shape[0])
+
+    def clip_frames(self) -> torch.Tensor:
+        """(T, 3, S, S) uint8: the whole-video clip."""
+        return self.frames[self.clip]
+
+
+def window_indices(
+    info: VideoInfo,
+    window: float,
+    stride: float,
+    num_frames: int,
+    max_windows: int | None = None,
+) -> tuple[list[tuple[float, float]], list[list[int]]]:
+    """Sliding windows over a probed video -> their spans and each one's sampled frame indices.
+
+    Raises ``MediaError`` when the video needs more than ``max_windows`` windows.
+    """
+    fps = info.fps if info.fps > 0 else 25.0
+    spans = sliding_windows(info.duration_s, window, stride)
+    if max_windows is not None and len(spans) > max_windows:
+        raise MediaError(
+            f"a {info.duration_s:.1f} s video in {window} s windows every {stride} s "
+            f"gives {len(spans)} windows, above the limit of {max_windows}; use a longer stride"
+        )
+    wanted = []
+    for start, end in spans:
+        first = min(int(start * fps), info.frame_count - 1)
+        count = max(1, min(int(round((end - start) * fps)), info.frame_count - first))
+        wanted.append([first + i for i in uniform_indices(count, num_frames)])
+    return spans, wanted
+
+
+def prepare_clip(
+    source: VideoSource,
+    num_frames: int,
+    size: int,
+    limits: VideoLimits = DEFAULT_VIDEO_LIMITS,
+    timeline: bool = False,
+    window: float = 2.0,
+    stride: float = 1.0,
+    max_windows: int | None = None,
+) -> ClipInput:
+    """Decode one video (MediaError on bad input) -> a :class:`ClipInput`.
+
+    The file is read once: the whole-video sample and every timeline window's frames come
+    from one pass, and a frame shared by several windows is decoded (and later encoded) once.
+    """
+    with local_video(source, limits) as path:
+        info = probe_video(path, limits)
+        clip = uniform_indices(info.frame_count, num_frames)
+        spans, windows = None, None
+        if timeline:
+            spans, windows = window_indices(info, window, stride, num_frames, max_windows)
+        unique = sorted(set(clip).union(*(windows or [])))
+        frames, _ = read_frames(path, unique, size, limits)
+    pos = {idx: k for k, idx in enumerate(unique)}
+    return ClipInput(
+        frames=torch.from_numpy(frames).permute(0, 3, 1, 2),
+        clip=[pos[i] for i in clip],
+        windows=None if windows is None else [[pos[i] for i in w] for w in windows],
+        spans=spans,
+    )
+
+
+class ActivityClassifier:
+    """Video activity recognition: the CNN encodes sampled frames, an LSTM labels the clip."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        model: ActivityModel,
+        classes: list[str],
+        manifest: dict | None = None,
+        device: str | torch.device = "auto",
+        limits: VideoLimits = DEFAULT_VIDEO_LIMITS,
+    ):
+        self.device = resolve_device(device)
+        self.encoder = prepare_encoder(encoder, self.device)
+        self.model = model.eval().to(self.device)
+        self.classes = list(classes)
+        self.manifest = manifest or {}
+        self.limits = limits
+        self.num_frames = int(self.manifest.get("sampling", {}).get("num_frames", 16))
+
+    @classmethod
+    def from_bundle(
+        cls, bundle: str | os.PathLike | Bundle, device: str | torch.device = "auto"
+    ) -> ActivityClassifier:
+        """Load an activity bundle (hash-checked) and its encoder."""
+        b = open_bundle(bundle, "activity")
+        m = b.manifest
+        try:
+            config = ActivityModelConfig.from_dict(m["model"])
+            classes = list(m["classes"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{b.path}/manifest.json is incomplete or invalid: {exc}") from exc
+        encoder = bundle_encoder(b)
+        if len(classes) != config.num_classes:
+            raise BundleError(f"{b.path}: {len(classes)} class names for {config.num_classes}")
+        model = ActivityModel(config)
+        load_state_strict(model, b.weights["model.safetensors"], "activity model")
+        return cls(encoder, model, classes, manifest=m, device=device)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.get("name", "activity")
+
+    @property
+    def size(self) -> int:
+        return self.encoder.preprocess.size
+
+    @property
+    def precision(self) -> str:
+        return precision_name(self.device)
+
+    # -- preprocess -------------------------------------------------------------------------
+
+    def local_file(self, source: VideoSource) -> contextlib.AbstractContextManager[Path]:
+        """A checked local path for ``source`` (bytes go to a private temp file, removed on
+        exit), so that one upload can be read several times without being written again."""
+        return local_video(source, self.limits)
+
+    def prepare(
+        self,
+        source: VideoSource,
+        timeline: bool = False,
+        window: float = 2.0,
+        stride: float = 1.0,
+        max_windows: int | None = None,
+    ) -> ClipInput:
+        """Decode one video for :meth:`classify_inputs` (MediaError on bad input)."""
+        return prepare_clip(
+            source,
+            self.num_frames,
+            self.size,
+            self.limits,
+            timeline=timeline,
+            window=window,
+            stride=stride,
+            max_windows=max_windows,
+        )
+
+    def load_clip(self, source: VideoSource) -> torch.Tensor:
+        """Decode one video (MediaError on bad input) -> (T, 3, S, S) uint8 uniform clip."""
+        clip = decode_clip(source, self.num_frames, self.size, "uniform", limits=self.limits)
+        return torch.from_numpy(clip.frames).permute(0, 3, 1, 2)
+
+    # -- the model --------------------------------------------------------------------------
+
+    def encode_frames(self, frames: torch.Tensor, frame_batch: int = 64) -> torch.Tensor:
+        """(F, 3, S, S) uint8 frames -> (F, N, C) float grids, ``frame_batch`` at a time."""
+        grids = [
+            encode_images(self.encoder, frames[s : s + frame_batch], self.device)
+            for s in range(0, frames.size(0), frame_batch)
+        ]
+        return torch.cat(grids).float()
+
+    @torch.inference_mode()
+    def probabilities_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, T, N, C) frame grids -> (B, K) probabilities on the CPU."""
+        with autocast(self.device):
+            probs = self.model.probabilities(features.to(self.device).float())
+        return probs.float().cpu()
+
+    def probabilities(self, clips: torch.Tensor, frame_batch: int = 64) -> torch.Tensor:
+        """(B, T, 3, S, S) uint8 clips -> (B, K) probabilities; frames batched across clips."""
+        grids = self.encode_frames(clips.reshape(-1, *clips.shape[-3:]), frame_batch)
+        return self.probabilities_from_features(grids.reshape(*clips.shape[:2], *grids.shape[1:]))
+
+    # -- batches ----------------------------------------------------------------------------
+
+    def classify_inputs(
+        self, items: Sequence[ClipInput], top_k: int | Sequence[int] = 5
+    ) -> list[ActivityResult]:
+        """Label prepared videos (from :meth:`prepare`), timelines included, in one model pass.
+
+        Each distinct frame is encoded once, however many windows share it. ``top_k`` is one
+        number for all, or one per item.
+        """
+        if not items:
+            return []
+        ks = [top_k] * len(items) if isinstance(top_k, int) else list(top_k)
+        grids = self.encode_frames(torch.cat([it.frames for it in items]))  # (sum U, N, C)
+        rows, offset = [], 0
+        for it in items:
+            rows.append([offset + i for i in it.clip])
+            rows.extend([offset + i for i in w] for w in it.windows or [])
+            offset += it.cost
+        probs = self.probabilities_from_features(grids[torch.tensor(rows)])  # (rows, K)
+        results, r = [], 0
+        for it, k in zip(items, ks, strict=True):
+            result = self.result(probs[r], k)
+            r += 1
+            if it.windows is not None and it.spans is not None:
+                w = len(it.windows)
+                result.timeline = self.timeline_labels(it.spans, probs[r : r + w])
+                r += w
+            results.append(result)
+        return results
+
+    def classify_batch(self, clips: Sequence[torch.Tensor], top_k: int = 5) -> list[ActivityResult]:
+        """(T, 3, S, S) uint8 clips (from :meth:`load_clip`) -> results; for batchers."""
+        if not clips:
+            return []
+        return [self.result(p, top_k) for p in self.probabilities(torch.stack(list(clips)))]
+
+    def classify(
+        self,
+        videos: VideoSource | Sequence[VideoSource],
+        top_k: int = 5,
+        timeline: bool = False,
+        window: float = 2.0,
+        stride: float = 1.0,
+    ) -> ActivityResult | list[ActivityResult]:
+        """Label one video (-> a result) or several (-> a list, in order).
+
+        With ``timeline``, the video is also labelled in sliding windows of ``window`` seconds
+        every ``stride`` seconds (each window sampled like a whole clip).
+        """
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        single = isinstance(videos, (str, os.PathLike, bytes, bytearray))
+        sources = [videos] if single else list(videos)  # type: ignore[arg-type]
+        results = [
+            self.classify_inputs([self.prepare(s, timeline, window, stride)], top_k)[0]
+            for s in sources
+        ]
+        return results[0] if single else results
+
+    def timeline(
+        self, source: VideoSource, window: float = 2.0, stride: float = 1.0
+    ) -> list[dict[str, Any]]:
+        """Labels over time: ``[{start, end, label, score}]`` for sliding windows."""
+        result = self.classify_inputs([self.prepare(source, True, window, stride)], 1)[0]
+        return result.timeline or []
+
+    # -- postprocess ------------------------------------------------------------------------
+
+    def timeline_labels(
+        self, spans: Sequence[tuple[float, float]], probs: torch.Tensor
+    ) -> list[dict[str, Any]]:
+        """Window spans and their (W, K) probabilities -> ``[{start, end, label, score}]``."""
+        return [
+            {
+                "start": round(s, 3),
+                "end": round(e, 3),
+                "label": self.classes[int(p.argmax())],
+                "score": round(float(p.max()), 4),
+            }
+            for (s, e), p in zip(spans, probs, strict=True)
+        ]
+
+    def result(self, probs: torch.Tensor, top_k: int = 5) -> ActivityResult:
+        """One clip's (K,) probabilities -> its label, score and top k."""
+        k = min(top_k, len(self.classes))
+        values, idx = probs.topk(k)
+        top = [
+            {"label": self.classes[int(i)], "score": round(float(v), 4)}
+            for v, i in zip(values, idx, strict=True)
+        ]
+        return ActivityResult(top[0]["label"], top[0]["score"], top)

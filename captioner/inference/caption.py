@@ -1,0 +1,283 @@
+"""The caption pipeline: image -> uint8 tensor -> feature grid -> beam search -> result.
+
+:class:`CaptionPipeline` is the one place that calls beam search and builds caption results.
+:class:`Captioner` runs it with a bundle's PyTorch encoder and decoder; the export runner, the
+evaluation and validation during training run the same class over their own encoder or
+features, so every surface decodes alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+
+from captioner.bundle import Bundle, BundleError, load_state_strict
+from captioner.decoding import Hypothesis, SearchConfig, decode, suppress_ids
+from captioner.encoders import Encoder, Preprocess
+from captioner.inference.common import (
+    autocast,
+    bundle_encoder,
+    encode_images,
+    open_bundle,
+    precision_name,
+    prepare_encoder,
+    resolve_device,
+)
+from captioner.media import DEFAULT_LIMITS, ImageLimits, decode_image
+from captioner.models.caption import CaptionDecoder, CaptionDecoderConfig
+from captioner.models.grid import grid_shape
+from captioner.vocab import UNK, Vocabulary
+
+ImageSource = str | os.PathLike | bytes | bytearray | Image.Image
+
+
+@dataclass
+class CaptionResult:
+    """A caption with its log-probability, n-best alternatives and optional attention."""
+
+    caption: str
+    log_prob: float
+    score: float
+    finished: bool
+    words: list[str]
+    alternatives: list[dict[str, Any]] = field(default_factory=list)
+    attention: list[list[float]] | None = None  # one grid (flattened, row-major) per word
+    grid: tuple[int, int] | None = None  # (rows, cols) of the attention grid
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def is_single_image(images: object) -> bool:
+    """Whether ``caption(images)`` got one image (-> one result) rather than a list of them."""
+    return isinstance(images, (str, os.PathLike, bytes, bytearray, Image.Image))
+
+
+class CaptionPipeline:
+    """Features -> captions with the shared beam search; images -> features via :meth:`encode`.
+
+    ``decoder`` is a :class:`CaptionDecoder` or anything with its ``init_state`` / ``step``
+    interface (the export runner drives exported graphs through it).
+    """
+
+    def __init__(
+        self,
+        decoder: Any,
+        vocab: Vocabulary,
+        default_search: SearchConfig,
+        device: torch.device,
+        preprocess: Preprocess | None = None,
+        limits: ImageLimits = DEFAULT_LIMITS,
+    ):
+        self.decoder = decoder
+        self.vocab = vocab
+        self.default_search = default_search
+        self.device = device
+        self._preprocess = preprocess
+        self.limits = limits
+
+    @staticmethod
+    def search_defaults(decoding: dict[str, Any], vocab: Vocabulary) -> SearchConfig:
+        """A bundle's ``decoding`` entry -> the default search (``<unk>`` never generated)."""
+        return SearchConfig(
+            beam_size=int(decoding.get("beam_size", 3)),
+            max_len=int(decoding.get("max_len", 20)),
+            length_penalty=float(decoding.get("length_penalty", 0.0)),
+            suppress=suppress_ids(vocab.itos, [UNK]),
+        )
+
+    @property
+    def preprocess(self) -> Preprocess:
+        if self._preprocess is None:
+            raise ValueError("this pipeline decodes features only: it has no image preprocessing")
+        return self._preprocess
+
+    @property
+    def precision(self) -> str:
+        """The precision the model runs in here (``fp32`` on the CPU, fp16 autocast on CUDA)."""
+        return precision_name(self.device)
+
+    def precision_context(self) -> contextlib.AbstractContextManager:
+        return autocast(self.device)
+
+    # -- preprocess -------------------------------------------------------------------------
+
+    def load_image(self, source: ImageSource) -> torch.Tensor:
+        """Decode and validate one image (MediaError on bad input) -> (3, S, S) uint8."""
+        size = self.preprocess.size
+        image = decode_image(source, self.limits, draft=(size, size))
+        return self.preprocess.to_uint8(image)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) uint8 -> (B, N, C) feature grid."""
+        raise NotImplementedError("this pipeline has no encoder: pass features instead")
+
+    # -- decode -----------------------------------------------------------------------------
+
+    def search_config(
+        self,
+        beam_size: int | None = None,
+        n_best: int = 1,
+        max_len: int | None = None,
+        length_penalty: float | None = None,
+        return_attention: bool = False,
+    ) -> SearchConfig:
+        d = self.default_search
+        return SearchConfig(
+            beam_size=d.beam_size if beam_size is None else beam_size,
+            max_len=d.max_len if max_len is None else max_len,
+            n_best=n_best,
+            length_penalty=d.length_penalty if length_penalty is None else length_penalty,
+            suppress=d.suppress,
+            return_attention=return_attention,
+        )
+
+    @torch.inference_mode()
+    def search(self, features: torch.Tensor, config: SearchConfig) -> list[list[Hypothesis]]:
+        """The one call of beam search: (B, N, C) features -> n-best hypotheses per image."""
+        features = features.to(self.device, non_blocking=True).float()
+        with self.precision_context():
+            return decode(self.decoder, features, config)
+
+    def caption_features(
+        self, features: torch.Tensor, batch_size: int | None = None, **options: Any
+    ) -> list[CaptionResult]:
+        """Decode a (B, N, C) feature grid batch, ``batch_size`` rows at a time (default: all);
+        options as :meth:`search_config`."""
+        cfg = self.search_config(**options)
+        step = batch_size or max(1, features.size(0))
+        grid = grid_shape(features.size(1))
+        results: list[CaptionResult] = []
+        for start in range(0, features.size(0), step):
+            nbest = self.search(features[start : start + step], cfg)
+            results.extend(self._result(hyps, grid) for hyps in nbest)
+        return results
+
+    def caption_tensors(self, images: torch.Tensor, **options: Any) -> list[CaptionResult]:
+        """(B, 3, S, S) uint8 batch -> one result per image."""
+        return self.caption_features(self.encode(images), **options)
+
+    def caption_batch(self, items: Sequence[torch.Tensor], **options: Any) -> list[CaptionResult]:
+        """A list of (3, S, S) uint8 tensors (from :meth:`load_image`) -> results; for batchers."""
+        if not items:
+            return []
+        return self.caption_tensors(torch.stack(list(items)), **options)
+
+    def caption(
+        self,
+        images: ImageSource | Sequence[ImageSource],
+        beam_size: int | None = None,
+        n_best: int = 1,
+        max_len: int | None = None,
+        length_penalty: float | None = None,
+        return_attention: bool = False,
+        batch_size: int = 16,
+    ) -> CaptionResult | list[CaptionResult]:
+        """Caption one image (-> a result) or a list of them (-> a list, in order).
+
+        Sources are paths, bytes or PIL images. An unreadable image raises ``MediaError``
+        naming the problem; for many files with per-file errors, use ``captioner caption``.
+        """
+        single = is_single_image(images)
+        sources = [images] if single else list(images)  # type: ignore[arg-type]
+        options = dict(
+            beam_size=beam_size,
+            n_best=n_best,
+            max_len=max_len,
+            length_penalty=length_penalty,
+            return_attention=return_attention,
+        )
+        self.search_config(**options).validate(len(self.vocab))
+        results: list[CaptionResult] = []
+        for start in range(0, len(sources), batch_size):
+            chunk = [self.load_image(s) for s in sources[start : start + batch_size]]
+            results.extend(self.caption_batch(chunk, **options))
+        return results[0] if single else results
+
+    # -- postprocess ------------------------------------------------------------------------
+
+    def _result(self, hyps: list[Hypothesis], grid: tuple[int, int]) -> CaptionResult:
+        best = hyps[0]
+        words = [self.vocab.itos[i] for i in best.tokens]
+        alternatives = [
+            {"caption": self.vocab.decode(h.tokens), "log_prob": h.log_prob, "score": h.score}
+            for h in hyps
+        ]
+        attention = None
+        if best.attention is not None:
+            attention = [[round(float(v), 5) for v in row] for row in best.attention]
+        return CaptionResult(
+            caption=" ".join(words),
+            log_prob=best.log_prob,
+            score=best.score,
+            finished=best.finished,
+            words=words,
+            alternatives=alternatives,
+            attention=attention,
+            grid=grid if attention is not None else None,
+        )
+
+
+class Captioner(CaptionPipeline):
+    """Image captioning: a CNN encoder and an attention-LSTM decoder with beam search."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        decoder: CaptionDecoder,
+        vocab: Vocabulary,
+        manifest: dict | None = None,
+        device: str | torch.device = "auto",
+        limits: ImageLimits = DEFAULT_LIMITS,
+    ):
+        dev = resolve_device(device)
+        self.manifest = manifest or {}
+        search = self.search_defaults(self.manifest.get("decoding", {}), vocab)
+        self.encoder = prepare_encoder(encoder, dev)
+        super().__init__(
+            decoder.eval().to(dev), vocab, search, dev, encoder.preprocess, limits=limits
+        )
+
+    @classmethod
+    def from_bundle(
+        cls, bundle: str | os.PathLike | Bundle, device: str | torch.device = "auto"
+    ) -> Captioner:
+        """Load a caption bundle (hash-checked) and its encoder."""
+        b = open_bundle(bundle, "caption")
+        m = b.manifest
+        try:
+            vocab = Vocabulary.from_dict(m["vocabulary"])
+            config = CaptionDecoderConfig.from_dict(m["model"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{b.path}/manifest.json is incomplete or invalid: {exc}") from exc
+        if config.vocab_size != len(vocab):
+            raise BundleError(
+                f"{b.path}: decoder vocab_size {config.vocab_size}, vocabulary has {len(vocab)}"
+            )
+        encoder = bundle_encoder(b)
+        if config.feature_dim != encoder.feature_dim:
+            raise BundleError(
+                f"{b.path}: decoder expects {config.feature_dim}-d features but encoder "
+                f"{encoder.name} gives {encoder.feature_dim}"
+            )
+        decoder = CaptionDecoder(config)
+        load_state_strict(decoder, b.weights["decoder.safetensors"], "decoder")
+        return cls(encoder, decoder, vocab, manifest=m, device=device)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.get("name", "captioner")
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.encoder.preprocess
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) uint8 -> (B, N, C) feature grid on the model's device."""
+        return encode_images(self.encoder, images, self.device)

@@ -1,0 +1,85 @@
+"""What both tasks' pipelines share: device and precision policy, encoding, opening bundles."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import torch
+
+from captioner.bundle import Bundle, BundleError, load_bundle, load_state_strict
+from captioner.encoders import Encoder, Preprocess, build_encoder
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; a CUDA request without CUDA is a clear error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but no CUDA GPU is available; use 'cpu'")
+    return dev
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """fp16 autocast on CUDA; nothing on the CPU, so the CPU path runs the same code in fp32.
+
+    This is the one precision policy: serving, batch jobs, evaluation and validation during
+    training all run the model under it, so reported scores measure what is served.
+    """
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def precision_name(device: torch.device) -> str:
+    """How :func:`autocast` runs the model on ``device``, for reports and evaluation results."""
+    return "fp16-autocast" if device.type == "cuda" else "fp32"
+
+
+def prepare_encoder(encoder: Encoder, device: torch.device) -> Encoder:
+    """Eval mode on ``device``, channels_last (depthwise convs run ~2x faster in it, CPU too)."""
+    return encoder.eval().to(device, memory_format=torch.channels_last)
+
+
+@torch.inference_mode()
+def encode_images(encoder: Encoder, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(B, 3, S, S) uint8 -> (B, N, C) features: the one encoding path for inference and caches."""
+    x = images.to(device, non_blocking=True)
+    x = encoder.preprocess.normalize(x).contiguous(memory_format=torch.channels_last)
+    with autocast(device):
+        grid, _ = encoder(x)
+    return grid
+
+
+def open_bundle(bundle: str | os.PathLike | Bundle, task: str) -> Bundle:
+    """Load (hash-checked) a bundle and check it is for ``task``."""
+    b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    if b.task != task:
+        article = "an" if task[0] in "aeiou" else "a"
+        raise BundleError(f"{b.path} is a {b.task!r} bundle, not {article} {task} bundle")
+    return b
+
+
+def bundle_encoder(b: Bundle) -> Encoder:
+    """The bundle's encoder with its own preprocessing and, if fine-tuned, its own weights.
+
+    Preprocessing travels with the bundle: a mismatch would give every image one caption.
+    """
+    try:
+        encoder = build_encoder(b.manifest["encoder"]["name"])
+        encoder.preprocess = Preprocess.from_dict(b.manifest["encoder"]["preprocess"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{b.path}/manifest.json has no valid encoder entry: {exc}") from exc
+    if "encoder.safetensors" in b.weights:
+        load_state_strict(encoder.trunk, b.weights["encoder.safetensors"], "encoder")
+    return encoder
+
+
+def default_bundle_dir(task: str = "caption") -> Path:
+    """The shipped bundle: ``$CAPTIONER_<TASK>_BUNDLE``, else ``weights/<task>-default``."""
+    env = os.environ.get(f"CAPTIONER_{task.upper()}_BUNDLE")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "weights" / f"{task}-default"
