@@ -179,7 +179,7 @@ def _add_run_options(p, epochs: int | None = None, **train_defaults) -> None:
 
 def _training_run(args: argparse.Namespace, monitor: str) -> dict:
     """The keyword arguments every train_* function takes, from the shared options."""
-    from captioner.reports import require_tensorboard
+    from captioner.training.curves import require_tensorboard
     from captioner.training.loop import TrainConfig
 
     if args.tensorboard:
@@ -422,9 +422,8 @@ def _add_evaluate(sub) -> None:
 
 def _cmd_evaluate_caption(args: argparse.Namespace) -> int:
     from captioner.bundle import record_metrics
+    from captioner.evaluation import run_caption_evaluation, write_caption_report
     from captioner.inference import default_bundle_dir
-    from captioner.reports import write_caption_report
-    from captioner.training.caption import run_caption_evaluation
 
     bundle = args.bundle or default_bundle_dir("caption")
     evaluation = run_caption_evaluation(
@@ -451,9 +450,9 @@ def _cmd_evaluate_caption(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate_activity(args: argparse.Namespace) -> int:
     from captioner.bundle import record_metrics
+    from captioner.evaluation import plot_confusion, run_activity_evaluation, write_activity_report
     from captioner.inference import default_bundle_dir
-    from captioner.reports import write_activity_report
-    from captioner.training.activity import parse_pairs, plot_confusion, run_activity_evaluation
+    from captioner.training.activity import parse_pairs
 
     bundle = args.bundle or default_bundle_dir("activity")
     evaluation = run_activity_evaluation(

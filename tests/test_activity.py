@@ -23,13 +23,9 @@ import captioner.training.activity as activity_training
 from captioner.bundle import load_bundle
 from captioner.cli import main
 from captioner.data.motion import CLASSES
+from captioner.evaluation import evaluate_activity, plot_confusion
 from captioner.inference import ActivityClassifier, ActivityResult
-from captioner.training.activity import (
-    ActivityOptions,
-    evaluate_activity,
-    plot_confusion,
-    train_activity,
-)
+from captioner.training.activity import ActivityOptions, train_activity
 from captioner.training.loop import TrainConfig
 
 OPTS = ActivityOptions(

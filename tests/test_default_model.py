@@ -8,8 +8,8 @@ import pytest
 import captioner
 from captioner.bundle import read_manifest
 from captioner.data.scenes import generate_scenes
+from captioner.evaluation import evaluate_caption
 from captioner.inference import default_bundle_dir
-from captioner.training.caption import evaluate_caption
 
 BUNDLE = default_bundle_dir("caption")
 
@@ -91,7 +91,7 @@ def test_default_activity_model_labels_the_example_clips():
 def test_default_activity_model_on_fresh_clips(tmp_path: Path):
     """Clips from a seed it never saw, all nine classes: the order-dependent pairs included."""
     from captioner.data.motion import CLASSES, generate_motion
-    from captioner.training.activity import evaluate_activity
+    from captioner.evaluation import evaluate_activity
 
     generate_motion(
         tmp_path / "motion",

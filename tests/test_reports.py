@@ -26,25 +26,22 @@ from captioner.bundle import save_bundle
 from captioner.cli import main
 from captioner.data.captions import CaptionRecord
 from captioner.data.videos import VideoRecord
-from captioner.decoding import Hypothesis
+from captioner.drawing import PALETTE, attention_overlay
 from captioner.encoders import Preprocess
-from captioner.models.activity import ActivityModel, ActivityModelConfig
-from captioner.models.caption import CaptionDecoder, CaptionDecoderConfig
-from captioner.reports import (
-    PALETTE,
-    attention_overlay,
-    per_image_scores,
-    plot_curves,
-    read_history,
-    write_activity_report,
-    write_caption_report,
-)
-from captioner.training.activity import (
+from captioner.evaluation import (
     ActivityEvaluation,
     classification_report,
     pair_accuracy,
+    run_caption_evaluation,
+    write_activity_report,
+    write_caption_report,
 )
-from captioner.training.caption import CaptionTask, run_caption_evaluation
+from captioner.evaluation.reports import per_image_scores
+from captioner.inference import CaptionResult
+from captioner.models.activity import ActivityModel, ActivityModelConfig
+from captioner.models.caption import CaptionDecoder, CaptionDecoderConfig
+from captioner.training.caption import CaptionTask
+from captioner.training.curves import plot_curves, read_history
 from captioner.training.loop import TrainConfig, fit
 from captioner.vocab import Vocabulary
 from tests.conftest import make_image
@@ -244,7 +241,10 @@ def test_caption_report_escapes_text(tmp_path) -> None:
         images=images,
         captioner=SimpleNamespace(name="<model>", vocab=vocab),
         attention=lambda rows: [
-            Hypothesis([4, 5], -1.0, -1.0, True, torch.rand(2, 4)) for _ in rows
+            CaptionResult(
+                "a cat", -1.0, -1.0, True, ["a", "cat"], attention=torch.rand(2, 4).tolist()
+            )
+            for _ in rows
         ],
     )
     text = write_caption_report(tmp_path / "r", evaluation, samples=1).read_text()

@@ -15,13 +15,9 @@ import torch
 
 import captioner
 import captioner.training.caption as caption_training
+from captioner.evaluation import evaluate_caption
 from captioner.models.caption import CaptionDecoder, CaptionDecoderConfig
-from captioner.training.caption import (
-    CaptionModelOptions,
-    CaptionTask,
-    evaluate_caption,
-    train_caption,
-)
+from captioner.training.caption import CaptionModelOptions, CaptionTask, train_caption
 from captioner.training.loop import TrainConfig, fit
 from captioner.vocab import Vocabulary
 from tests.conftest import save_image

@@ -18,6 +18,7 @@ from captioner.inference.activity import (
     ActivityResult,
     ClipInput,
     VideoSource,
+    clip_probabilities,
     prepare_clip,
     window_indices,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "ImageSource",
     "VideoSource",
     "autocast",
+    "clip_probabilities",
     "default_bundle_dir",
     "encode_images",
     "is_single_image",

@@ -138,6 +138,23 @@ def prepare_clip(
     )
 
 
+@torch.inference_mode()
+def clip_probabilities(
+    model: ActivityModel, features: torch.Tensor, device: torch.device, batch_size: int = 64
+) -> torch.Tensor:
+    """(B, T, N, C) frame grids -> (B, K) class probabilities on the CPU, ``batch_size`` clips
+    at a time, under the pipeline's precision policy (validation and evaluation use it too)."""
+    model.eval()
+    out = []
+    for s in range(0, features.size(0), batch_size):
+        chunk = features[s : s + batch_size].to(device, non_blocking=True).float()
+        with autocast(device):
+            out.append(model.probabilities(chunk).float().cpu())
+    if not out:
+        return torch.zeros(0, model.config.num_classes)
+    return torch.cat(out)
+
+
 class ActivityClassifier:
     """Video activity recognition: the CNN encodes sampled frames, an LSTM labels the clip."""
 
@@ -231,12 +248,11 @@ class ActivityClassifier:
         ]
         return torch.cat(grids).float()
 
-    @torch.inference_mode()
-    def probabilities_from_features(self, features: torch.Tensor) -> torch.Tensor:
+    def probabilities_from_features(
+        self, features: torch.Tensor, batch_size: int = 64
+    ) -> torch.Tensor:
         """(B, T, N, C) frame grids -> (B, K) probabilities on the CPU."""
-        with autocast(self.device):
-            probs = self.model.probabilities(features.to(self.device).float())
-        return probs.float().cpu()
+        return clip_probabilities(self.model, features, self.device, batch_size)
 
     def probabilities(self, clips: torch.Tensor, frame_batch: int = 64) -> torch.Tensor:
         """(B, T, 3, S, S) uint8 clips -> (B, K) probabilities; frames batched across clips."""

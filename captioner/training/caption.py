@@ -8,7 +8,6 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -17,9 +16,9 @@ from captioner import metrics
 from captioner.data.captions import CaptionRecord, load_captions
 from captioner.data.features import build_feature_cache, cache_key, keys_digest
 from captioner.data.images import ImageFiles, image_loader
-from captioner.decoding import Hypothesis, SearchConfig, decode, suppress_ids
+from captioner.decoding import SearchConfig, suppress_ids
 from captioner.encoders import Encoder, build_encoder
-from captioner.inference import Captioner, encode_images, prepare_encoder, resolve_device
+from captioner.inference import CaptionPipeline, encode_images, prepare_encoder, resolve_device
 from captioner.models.caption import CaptionDecoder, CaptionDecoderConfig
 from captioner.training import distributed
 from captioner.training.loop import TrainConfig, fit
@@ -40,37 +39,6 @@ def pad_captions(seqs: Sequence[Sequence[int]], pad_id: int = 0) -> torch.Tensor
     out = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     for i, s in enumerate(seqs):
         out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-    return out
-
-
-def _search_config(
-    vocab: Vocabulary, beam_size: int, max_len: int, attention: bool = False
-) -> SearchConfig:
-    """The evaluation search: one config, so a report's attention matches the scored captions."""
-    return SearchConfig(
-        beam_size=beam_size,
-        max_len=max_len,
-        suppress=suppress_ids(vocab.itos, [UNK]),
-        return_attention=attention,
-    )
-
-
-def generate(
-    decoder: CaptionDecoder,
-    vocab: Vocabulary,
-    features: torch.Tensor,
-    device: torch.device,
-    beam_size: int = 3,
-    max_len: int = 20,
-    batch_size: int = 64,
-) -> list[str]:
-    """Captions for a (M, N, C) float16/float32 feature tensor, in batches."""
-    cfg = _search_config(vocab, beam_size, max_len)
-    out: list[str] = []
-    decoder.eval()
-    for start in range(0, features.size(0), batch_size):
-        chunk = features[start : start + batch_size].to(device).float()
-        out.extend(vocab.decode(h[0].tokens) for h in decode(decoder, chunk, cfg))
     return out
 
 
@@ -126,9 +94,14 @@ class CaptionTask:
         return self.net(feats, caps, sample_prob=p).loss
 
     def validate(self) -> dict[str, float]:
-        hyps = generate(
-            self.decoder, self.vocab, self.val_features, self.device, self.beam_size, self.max_len
+        search = SearchConfig(
+            beam_size=self.beam_size,
+            max_len=self.max_len,
+            suppress=suppress_ids(self.vocab.itos, [UNK]),
         )
+        # The serving pipeline decodes: validation scores what users will get.
+        pipeline = CaptionPipeline(self.decoder, self.vocab, search, self.device)
+        hyps = [r.caption for r in pipeline.caption_features(self.val_features, batch_size=64)]
         refs = {i: r for i, r in enumerate(self.val_refs)}
         return metrics.score(refs, {i: h for i, h in enumerate(hyps)})
 
@@ -421,78 +394,3 @@ def train_caption(
         "metrics": {"val": result.best_metrics},
     }
     return distributed.save_bundle_on_main(out, manifest, weights)
-
-
-@dataclass
-class CaptionEvaluation:
-    """What :func:`evaluate_caption` computed, kept for reports; rows align with ``records``."""
-
-    result: dict  # the JSON evaluate_caption returns
-    records: list[CaptionRecord]
-    hypotheses: list[str]
-    features: torch.Tensor  # (M, N, C)
-    captioner: Captioner
-    images: Path
-    beam_size: int
-
-    def attention(self, rows: Sequence[int]) -> list[Hypothesis]:
-        """Decode ``rows`` again exactly as they were scored, with each word's attention."""
-        cap = self.captioner
-        cfg = _search_config(cap.vocab, self.beam_size, cap.default_search.max_len, True)
-        feats = self.features[list(rows)].to(cap.device).float()
-        return [nbest[0] for nbest in decode(cap.decoder, feats, cfg)]
-
-
-def evaluate_caption(*args: Any, **kwargs: Any) -> dict:
-    """Caption every image of a split with a bundle and score against its references.
-
-    Takes the arguments of :func:`run_caption_evaluation`; returns only the scores.
-    """
-    return run_caption_evaluation(*args, **kwargs).result
-
-
-def run_caption_evaluation(
-    bundle: str | os.PathLike,
-    data: str | os.PathLike,
-    images: str | os.PathLike,
-    split: str | None = None,
-    beam_size: int | None = None,
-    device: str = "auto",
-    cache_root: Path | None = None,
-    workers: int = 2,
-    progress: bool = True,
-    limit: int | None = None,
-) -> CaptionEvaluation:
-    """:func:`evaluate_caption`, keeping the per-image captions and features (for reports)."""
-    cap = Captioner.from_bundle(bundle, device=device)
-    records = load_captions(data, split)[:limit]
-    split_data = cached_split(
-        records,
-        images,
-        cap.encoder,
-        cache_root or default_cache_root(),
-        cap.device,
-        workers=workers,
-        progress=progress,
-    )
-    beam = beam_size or cap.default_search.beam_size
-    hyps = generate(
-        cap.decoder, cap.vocab, split_data.features, cap.device, beam, cap.default_search.max_len
-    )
-    refs = {r.image_id: r.captions for r in split_data.records}
-    scores = metrics.score(
-        refs, {r.image_id: h for r, h in zip(split_data.records, hyps, strict=True)}
-    )
-    result = {
-        **scores,
-        "images": len(split_data.records),
-        "skipped": len(records) - len(split_data.records),
-        "beam_size": beam,
-        "examples": [
-            {"image": r.file_name, "caption": h, "references": r.captions}
-            for r, h in list(zip(split_data.records, hyps, strict=True))[:5]
-        ],
-    }
-    return CaptionEvaluation(
-        result, split_data.records, hyps, split_data.features, cap, Path(images), beam
-    )

@@ -26,8 +26,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from captioner.reports import TrainingCurves
 from captioner.training import distributed
+from captioner.training.curves import TrainingCurves
 
 log = logging.getLogger(__name__)
 
