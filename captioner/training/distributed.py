@@ -110,10 +110,26 @@ def save_bundle_on_main(
     return Path(out)
 
 
+def collective_device(backend: str, local_rank: int) -> torch.device:
+    """The device a collective's tensors must be on: this rank's GPU for NCCL, else the CPU.
+
+    NCCL accepts only CUDA tensors (a CPU tensor stops the run with an error); gloo works on
+    CPU tensors.
+    """
+    if backend == "nccl":
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def _group_device() -> torch.device:
+    return collective_device(str(dist.get_backend()), current().local_rank)
+
+
 def mean_over_ranks(value: float) -> float:
+    """The mean of ``value`` over all ranks (``value`` itself in a single process)."""
     if not current().distributed:
         return value
-    t = torch.tensor([value], dtype=torch.float64)
+    t = torch.tensor([value], dtype=torch.float64).to(_group_device())
     dist.all_reduce(t)
     return float(t.item()) / dist.get_world_size()
 
@@ -123,5 +139,6 @@ def from_main(obj: Any) -> Any:
     if not current().distributed:
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=0)
+    # Named explicitly: NCCL otherwise stages the pickle on whichever GPU is current.
+    dist.broadcast_object_list(box, src=0, device=_group_device())
     return box[0]
