@@ -21,17 +21,17 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from captioner.decoding import SearchConfig, decode
+from captioner.decoding import SearchConfig
 from captioner.encoders import Preprocess
-from captioner.inference import Captioner, CaptionResult, ImageSource
-from captioner.media import DEFAULT_LIMITS, ImageLimits, decode_image
+from captioner.inference import Captioner, CaptionPipeline
+from captioner.media import DEFAULT_LIMITS, ImageLimits
 from captioner.models.caption import CaptionDecoder, CaptionDecoderConfig, DecoderState
 from captioner.vocab import END, PAD, START, UNK, Vocabulary
 
@@ -358,11 +358,12 @@ def _onnx_runner(path: Path, names: list[str], threads: int | None) -> Callable[
     return run
 
 
-class ExportedCaptioner:
+class ExportedCaptioner(CaptionPipeline):
     """A reference runner for an export folder: images in, captions out, on the CPU.
 
-    TorchScript graphs load with ``torch.jit.load``, ONNX graphs with onnxruntime; greedy and
-    beam search are ``captioner.decoding``'s, driven through the exported step.
+    TorchScript graphs load with ``torch.jit.load``, ONNX graphs with onnxruntime. Image
+    loading, the search and the results are the inference pipeline's own
+    (:class:`~captioner.inference.CaptionPipeline`), driven through the exported graphs.
     """
 
     def __init__(
@@ -380,9 +381,6 @@ class ExportedCaptioner:
             raise ExportError(f"{meta_path}: unsupported export (format {meta.get('format')!r})")
         self.meta = meta
         self.format: str = meta["format"]
-        self.vocab = Vocabulary(meta["vocabulary"])
-        self.preprocess = Preprocess.from_dict(meta["preprocess"])
-        self.limits = limits
         runners = {}
         for name, graph in meta["graphs"].items():
             path = self.folder / graph["file"]
@@ -395,63 +393,22 @@ class ExportedCaptioner:
                 runners[name] = _onnx_runner(path, names, threads)
         self._encoder = runners["encoder"]
         config = CaptionDecoderConfig.from_dict(meta["model"])
-        self.decoder = _GraphDecoder(config, runners["decoder_init"], runners["decoder_step"])
         d = meta["decoding"]
-        self.default_search = SearchConfig(
+        search = SearchConfig(
             beam_size=d["beam_size"],
             max_len=d["max_len"],
             length_penalty=d["length_penalty"],
             suppress=tuple(d["suppress"]),
         )
-
-    def load_image(self, source: ImageSource) -> torch.Tensor:
-        """Decode and validate one image -> (3, S, S) uint8, exactly as :class:`Captioner`."""
-        size = self.preprocess.size
-        return self.preprocess.to_uint8(decode_image(source, self.limits, draft=(size, size)))
+        super().__init__(
+            _GraphDecoder(config, runners["decoder_init"], runners["decoder_step"]),
+            Vocabulary(meta["vocabulary"]),
+            search,
+            torch.device("cpu"),
+            Preprocess.from_dict(meta["preprocess"]),
+            limits=limits,
+        )
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) uint8 -> (B, N, C) features through the exported encoder."""
         return self._encoder(images)[0]
-
-    def caption_features(
-        self,
-        features: torch.Tensor,
-        beam_size: int | None = None,
-        n_best: int = 1,
-        max_len: int | None = None,
-        length_penalty: float | None = None,
-    ) -> list[CaptionResult]:
-        """Greedy (``beam_size=1``) or beam search over a (B, N, C) batch with the exported step."""
-        d = self.default_search
-        cfg = SearchConfig(
-            beam_size=d.beam_size if beam_size is None else beam_size,
-            max_len=d.max_len if max_len is None else max_len,
-            n_best=n_best,
-            length_penalty=d.length_penalty if length_penalty is None else length_penalty,
-            suppress=d.suppress,
-        )
-        nbest = decode(self.decoder, features, cfg)  # type: ignore[arg-type]  # duck-typed
-        results = []
-        for hyps in nbest:
-            best = hyps[0]
-            words = [self.vocab.itos[i] for i in best.tokens]
-            alternatives = [
-                {"caption": self.vocab.decode(h.tokens), "log_prob": h.log_prob, "score": h.score}
-                for h in hyps
-            ]
-            results.append(
-                CaptionResult(
-                    " ".join(words), best.log_prob, best.score, best.finished, words, alternatives
-                )
-            )
-        return results
-
-    def caption(
-        self, images: ImageSource | Sequence[ImageSource], **options: Any
-    ) -> CaptionResult | list[CaptionResult]:
-        """Caption one image (-> a result) or a list (-> a list); options as caption_features."""
-        single = not isinstance(images, (list, tuple))
-        sources = [images] if single else list(images)
-        batch = torch.stack([self.load_image(s) for s in sources])
-        results = self.caption_features(self.encode(batch), **options)
-        return results[0] if single else results
