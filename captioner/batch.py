@@ -1,114 +1,47 @@
-"""Caption many image files: DataLoader workers decode, the model batches, rows stream to disk.
+"""Caption many images or label many videos: DataLoader workers decode, the model batches,
+rows stream to disk.
 
-Every input gets one record, ``{"path", "caption", "log_prob"}`` or ``{"path", "error"}``. Rows
-are flushed after every batch, so an interrupted run keeps every finished row, and ``resume``
-skips the paths already written.
+Every input gets one record, ``{"path", "caption", "log_prob"}`` (or the activity fields) or
+``{"path", "error"}``. Rows are flushed after every batch, so an interrupted run keeps every
+finished row, and ``resume`` skips the paths already written (see :mod:`captioner.records`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import os
-import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from captioner.data.images import ImageFiles, expand_paths, image_loader
-from captioner.data.videos import ClipFiles
-from captioner.inference import ActivityClassifier, Captioner, default_bundle_dir, load
+from captioner.inference import (
+    ActivityClassifier,
+    Captioner,
+    ClipInput,
+    default_bundle_dir,
+    load,
+    prepare_clip,
+)
 from captioner.media import IMAGE_SUFFIXES, MediaError
-from captioner.video import VIDEO_SUFFIXES, sliding_windows
+from captioner.records import ACTIVITY_CSV_FIELDS, RecordWriter
+from captioner.video import VIDEO_SUFFIXES, VideoLimits, sliding_windows
 
 if TYPE_CHECKING:
     from captioner.shard import Shard
 
 log = logging.getLogger(__name__)
 
-CSV_FIELDS = ("path", "caption", "log_prob", "error")
-
-
-class RecordWriter:
-    """Appends records to a JSONL or CSV file (or JSON lines on stdout), flushed per batch."""
-
-    def __init__(
-        self,
-        out: str | os.PathLike | None,
-        resume: bool = False,
-        csv_fields: Sequence[str] = CSV_FIELDS,
-    ):
-        self.fields = tuple(csv_fields)
-        self.path = Path(out) if out else None
-        self.format = "csv" if self.path and self.path.suffix.lower() == ".csv" else "jsonl"
-        if self.path and self.path.suffix.lower() not in (".csv", ".jsonl", ".json", ".ndjson"):
-            raise ValueError(f"--out must end in .jsonl or .csv, got {self.path.name}")
-        self.done: set[str] = set()
-        if self.path is None:
-            self.stream: IO[str] = sys.stdout
-            self._csv = None
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resume and self.path.exists():
-            self.done = read_done_paths(self.path)
-            mode = "a"
-        else:
-            mode = "w"
-        self.stream = self.path.open(mode, newline="" if self.format == "csv" else None)
-        self._csv = csv.DictWriter(self.stream, self.fields) if self.format == "csv" else None
-        if self._csv is not None and mode == "w":
-            self._csv.writeheader()
-
-    def write(self, records: Iterable[dict]) -> None:
-        for rec in records:
-            if self._csv is not None:
-                self._csv.writerow({k: _cell(rec.get(k, "")) for k in self.fields})
-            else:
-                self.stream.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        self.stream.flush()
-        if self.path is not None:
-            os.fsync(self.stream.fileno())
-
-    def close(self) -> None:
-        if self.path is not None:
-            self.stream.close()
-
-
-def _cell(value: object) -> object:
-    """CSV cells: nested values (top-k lists, timelines) as JSON text."""
-    return json.dumps(value) if isinstance(value, (list, dict)) else value
-
-
-def read_done_paths(path: Path) -> set[str]:
-    """Paths already recorded in an output file; a torn last line (killed mid-write) is cut off."""
-    raw = path.read_bytes()
-    if raw and not raw.endswith(b"\n"):
-        cut = raw.rfind(b"\n") + 1
-        with path.open("r+b") as f:
-            f.truncate(cut)
-        raw = raw[:cut]
-        log.warning("%s ended in a partly written row; it was removed and will be redone", path)
-    text = raw.decode("utf-8")
-    if path.suffix.lower() == ".csv":
-        return {row["path"] for row in csv.DictReader(io.StringIO(text)) if row.get("path")}
-    done = set()
-    for line in text.splitlines():
-        if line.strip():
-            done.add(json.loads(line)["path"])
-    return done
-
 
 def run_job(
     inputs: Sequence[str],
     suffixes: frozenset[str],
     make_dataset: Callable[[list[Path]], Dataset],
-    infer: Callable[[torch.Tensor, list[Path]], list[dict]],
+    infer: Callable[[Any, list[Path]], list[dict]],
     writer: RecordWriter,
     batch_size: int,
     workers: int,
@@ -132,12 +65,14 @@ def run_job(
     if writer.done:
         log.info("resuming: %d of %d inputs already done", len(paths) - len(todo), len(paths))
     ok, failed = 0, len(unmatched)
-    loader = image_loader(make_dataset(todo), batch_size, workers, pin_memory=pin_memory)
+    dataset = make_dataset(todo)
+    collate = getattr(dataset, "collate", None)  # datasets of unstackable items bring their own
+    loader = image_loader(dataset, batch_size, workers, pin_memory=pin_memory, collate_fn=collate)
     with tqdm(total=len(todo), desc=desc, unit="file", disable=not progress) as bar:
         for batch in loader:
             good = [j for j, e in enumerate(batch["error"]) if not e]
             items = [todo[batch["index"][j]] for j in good]
-            results = iter(infer(batch["image"][good], items) if good else [])
+            results = iter(infer(_take(batch["image"], good), items) if good else [])
             rows = []
             for j, idx in enumerate(batch["index"]):
                 if batch["error"][j]:
@@ -149,6 +84,11 @@ def run_job(
             writer.write(rows)
             bar.update(len(rows))
     return ok, failed
+
+
+def _take(images: torch.Tensor | list, rows: list[int]) -> torch.Tensor | list:
+    """The readable rows of a batch: a stacked tensor's rows, or a list's items."""
+    return images[rows] if isinstance(images, torch.Tensor) else [images[j] for j in rows]
 
 
 def _exit_code(ok: int, failed: int, writer: RecordWriter) -> int:
@@ -207,7 +147,58 @@ def caption_files(
     return _exit_code(ok, failed, writer)
 
 
-ACTIVITY_CSV_FIELDS = ("path", "label", "score", "top_k", "timeline", "error")
+class PreparedVideos(Dataset):
+    """Videos -> :class:`~captioner.inference.ClipInput` in loader workers, each file read once
+    for its whole-clip sample and (with ``timeline``) its windows. A timeline that cannot be
+    made (e.g. too many windows) still leaves the whole-video label, with ``timeline_error``."""
+
+    def __init__(
+        self,
+        paths: list[Path],
+        num_frames: int,
+        size: int,
+        limits: VideoLimits,
+        timeline: bool = False,
+        window: float = 2.0,
+        stride: float = 1.0,
+    ):
+        self.paths, self.num_frames, self.size, self.limits = paths, num_frames, size, limits
+        self.timeline, self.window, self.stride = timeline, window, stride
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _prepare(self, index: int, timeline: bool) -> ClipInput:
+        return prepare_clip(
+            self.paths[index],
+            self.num_frames,
+            self.size,
+            self.limits,
+            timeline=timeline,
+            window=self.window,
+            stride=self.stride,
+        )
+
+    def __getitem__(self, index: int) -> dict:
+        """``image``: ``(ClipInput, timeline error or "")``; ``error``: why a file is unreadable."""
+        item: dict[str, Any] = {"index": index, "image": None, "error": ""}
+        try:
+            try:
+                item["image"] = (self._prepare(index, self.timeline), "")
+            except MediaError as exc:
+                if not self.timeline:
+                    raise
+                item["image"] = (self._prepare(index, False), str(exc))  # the clip may still read
+        except MediaError as exc:
+            item["error"] = str(exc)
+        except Exception as exc:  # one corrupt file must not kill a loader worker
+            item["error"] = f"could not read video: {type(exc).__name__}: {exc}"
+        return item
+
+    @staticmethod
+    def collate(items: list[dict]) -> dict:
+        """Keep the prepared videos as a list: their frame counts differ."""
+        return {key: [it[key] for it in items] for key in items[0]} if items else {}
 
 
 def label_videos(
@@ -229,6 +220,7 @@ def label_videos(
     """Label every video under ``inputs``; returns 0, or 1 when no input could be labelled.
 
     Records: ``{"path", "label", "score", "top_k"}`` (+ ``"timeline"``) or ``{"path", "error"}``.
+    Videos are decoded with the classifier's own limits, as the Python API and the service do.
     """
     if top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {top_k}")
@@ -238,22 +230,22 @@ def label_videos(
     if not isinstance(clf, ActivityClassifier):
         raise ValueError(f"{bundle} is not an activity bundle (task: caption)")
 
-    def infer(clips: torch.Tensor, paths: list[Path]) -> list[dict]:
-        rows = [r.to_dict() for r in clf.classify_batch(list(clips[:, 0]), top_k)]
-        if timeline:
-            for row, path in zip(rows, paths, strict=True):
-                try:
-                    row["timeline"] = clf.timeline(path, window, stride)
-                except MediaError as exc:
-                    row["timeline_error"] = str(exc)
+    def infer(items: list[tuple[ClipInput, str]], _paths: list[Path]) -> list[dict]:
+        rows = [r.to_dict() for r in clf.classify_inputs([clip for clip, _ in items], top_k)]
+        for row, (_, timeline_error) in zip(rows, items, strict=True):
+            if timeline_error:
+                row["timeline_error"] = timeline_error
         return rows
+
+    def dataset(todo: list[Path]) -> PreparedVideos:
+        return PreparedVideos(todo, clf.num_frames, clf.size, clf.limits, timeline, window, stride)
 
     writer = RecordWriter(out, resume=resume, csv_fields=ACTIVITY_CSV_FIELDS)
     try:
         ok, failed = run_job(
             inputs,
             VIDEO_SUFFIXES,
-            lambda todo: ClipFiles(todo, clf.num_frames, clf.size),
+            dataset,
             infer,
             writer,
             batch_size,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from captioner.batch import read_done_paths
+from captioner.records import read_done_paths
 
 log = logging.getLogger(__name__)
 

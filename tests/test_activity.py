@@ -6,6 +6,7 @@ and trained for two epochs, so the tests check plumbing and contracts, not accur
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
@@ -470,3 +471,38 @@ def test_time_reversal_augmentation_swaps_pair_labels_and_flips_time() -> None:
 
 def table_swap(labels: torch.Tensor) -> torch.Tensor:
     return torch.where(labels == 0, 1, torch.where(labels == 1, 0, labels))
+
+
+def test_cli_applies_the_classifiers_video_limits(clf, motion, tmp_path) -> None:
+    """`captioner activity` decodes with the classifier's limits, as the API and service do."""
+    import dataclasses
+
+    from captioner.batch import label_videos
+
+    strict = copy.copy(clf)
+    strict.limits = dataclasses.replace(clf.limits, max_frames=5)  # the clips have 12 frames
+    out = tmp_path / "labels.jsonl"
+    good = clip(motion, "moving_left")
+    assert label_videos([str(good)], out=out, model=strict, workers=0, progress=False) == 1
+    (row,) = read_jsonl(out)
+    assert set(row) == {"path", "error"} and "frames" in row["error"]
+
+
+def test_batch_timeline_matches_the_api_and_encodes_each_frame_once(
+    clf, motion, tmp_path, monkeypatch
+) -> None:
+    from captioner.batch import label_videos
+
+    good = clip(motion, "moving_up")
+    expected = clf.classify(good, timeline=True, window=0.5, stride=0.1)
+    encoded: list[int] = []
+    real = clf.encode_frames
+    monkeypatch.setattr(clf, "encode_frames", lambda f, *a: encoded.append(len(f)) or real(f, *a))
+    out = tmp_path / "labels.jsonl"
+    argv = dict(timeline=True, window=0.5, stride=0.1, workers=0, progress=False)
+    assert label_videos([str(good)], out=out, model=clf, **argv) == 0
+    (row,) = read_jsonl(out)
+    assert row["timeline"] == expected.timeline
+    assert row["label"] == expected.label
+    # 6 windows and the whole clip, 16 samples each, yet only 12 distinct frames to encode.
+    assert len(row["timeline"]) == 6 and encoded == [12]

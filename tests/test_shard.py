@@ -22,6 +22,7 @@ import captioner.batch
 from captioner.cli import main
 from captioner.inference import ActivityClassifier
 from captioner.shard import Shard
+from captioner.video import DEFAULT_VIDEO_LIMITS
 from tests.conftest import save_image
 
 
@@ -160,6 +161,7 @@ def test_an_interrupted_shard_resumes_and_the_merge_equals_a_single_run(
 def test_activity_shards_the_same_way(monkeypatch, tmp_path) -> None:
     fake = mock.MagicMock(spec=ActivityClassifier)
     fake.device, fake.num_frames, fake.size = torch.device("cpu"), 4, 32
+    fake.limits = DEFAULT_VIDEO_LIMITS
     monkeypatch.setattr(captioner.batch, "load", lambda bundle, device="auto": fake)
     videos = [str(tmp_path / f"missing-{i}.mp4") for i in range(5)]
     argv = ["activity", *videos, "--workers", "0", "--device", "cpu"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -101,15 +101,20 @@ def collate(items: list[dict]) -> dict:
 
 
 def image_loader(
-    dataset: ImageFiles, batch_size: int, workers: int, pin_memory: bool = False
+    dataset: Dataset,
+    batch_size: int,
+    workers: int,
+    pin_memory: bool = False,
+    collate_fn: Callable[[list[dict]], dict] | None = None,
 ) -> DataLoader:
-    """An in-order loader over ``dataset`` with ``workers`` decoding processes."""
+    """An in-order loader over ``dataset`` with ``workers`` decoding processes (items stacked
+    by :func:`collate` unless ``collate_fn`` is given)."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
-        collate_fn=collate,
+        collate_fn=collate_fn or collate,
         pin_memory=pin_memory,
         persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,
