@@ -1,0 +1,115 @@
+"""``captioner caption``, ``activity`` and ``merge``: the folder jobs."""
+
+from __future__ import annotations
+
+import argparse
+
+from captioner.cli.options import SHARD_HELP, non_negative, positive, shard_arg
+
+
+def add_caption(sub) -> None:
+    p = sub.add_parser(
+        "caption",
+        help="caption image files, folders (recursive) or globs",
+        description="Caption images with a caption bundle (default: the shipped model in "
+        "weights/). Writes one JSON record per input: {path, caption, log_prob} or {path, error}.",
+    )
+    p.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or globs")
+    p.add_argument("--bundle", help="caption bundle folder (default: weights/caption-default)")
+    p.add_argument("--beam-size", type=positive, help="beam width (default: the bundle's)")
+    p.add_argument("--n-best", type=positive, default=1, help="alternatives per image (<= beam)")
+    p.add_argument("--max-len", type=positive, help="maximum caption length in words")
+    p.add_argument("--batch-size", type=positive, default=16, help="images per model batch")
+    p.add_argument(
+        "--workers", type=non_negative, default=2, help="image decoding processes (0 = in-process)"
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--out", help="output .jsonl or .csv (default: JSON lines on stdout)")
+    p.add_argument(
+        "--resume", action="store_true", help="skip inputs already in --out and append to it"
+    )
+    p.add_argument("--shard", type=shard_arg, metavar="I/N", help=SHARD_HELP)
+    p.set_defaults(func=_cmd_caption)
+
+
+def _cmd_caption(args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from captioner.batch import caption_files
+    from captioner.shard import run_sharded
+
+    job = partial(
+        caption_files,
+        args.paths,
+        bundle=args.bundle,
+        beam_size=args.beam_size,
+        n_best=args.n_best,
+        max_len=args.max_len,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        resume=args.resume,
+    )
+    return run_sharded(job, args.out, args.shard, args.device)
+
+
+def add_activity(sub) -> None:
+    p = sub.add_parser(
+        "activity",
+        help="label the activity in videos",
+        description="Label videos with an activity bundle (default: weights/activity-default). "
+        "Writes one JSON record per input: {path, label, score, top_k} or {path, error}.",
+    )
+    p.add_argument("paths", nargs="+", help="video files, folders (recursive) or globs")
+    p.add_argument("--bundle", help="activity bundle folder")
+    p.add_argument("--top-k", type=positive, default=5)
+    p.add_argument("--timeline", action="store_true", help="also label sliding windows")
+    p.add_argument("--window", type=float, default=2.0, help="timeline window, seconds")
+    p.add_argument("--stride", type=float, default=1.0, help="timeline stride, seconds")
+    p.add_argument("--batch-size", type=positive, default=4, help="videos per model batch")
+    p.add_argument("--workers", type=non_negative, default=2, help="decoding processes")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", help="output .jsonl or .csv (default: JSON lines on stdout)")
+    p.add_argument("--resume", action="store_true", help="skip inputs already in --out")
+    p.add_argument("--shard", type=shard_arg, metavar="I/N", help=SHARD_HELP)
+    p.set_defaults(func=_cmd_activity)
+
+
+def _cmd_activity(args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from captioner.batch import label_videos
+    from captioner.shard import run_sharded
+
+    job = partial(
+        label_videos,
+        args.paths,
+        bundle=args.bundle,
+        top_k=args.top_k,
+        timeline=args.timeline,
+        window=args.window,
+        stride=args.stride,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        resume=args.resume,
+    )
+    return run_sharded(job, args.out, args.shard, args.device)
+
+
+def add_merge(sub) -> None:
+    p = sub.add_parser(
+        "merge",
+        help="join the part files of a sharded caption / activity run",
+        description="Join NAME.part-I-of-N.jsonl (or .csv) files in shard order into one file, "
+        "written atomically. Refuses a missing part, parts of different N, CSV mixed with JSONL "
+        "and a path recorded in two parts; a torn last row is cut off with a warning.",
+    )
+    p.add_argument("parts", nargs="+", help="part files, or a glob like 'captions.part-*.jsonl'")
+    p.add_argument("--out", required=True, help="merged .jsonl or .csv file")
+    p.set_defaults(func=_cmd_merge)
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from captioner.shard import merge_parts
+
+    merge_parts(args.parts, args.out)
+    return 0

@@ -1,0 +1,110 @@
+"""Option types and the option groups several ``captioner`` commands share."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+
+def positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return n
+
+
+def non_negative(value: str) -> int:
+    n = int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return n
+
+
+def shard_arg(value: str):
+    from captioner.shard import Shard
+
+    try:
+        return Shard.parse(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+SHARD_HELP = (
+    "do only shard I of N (0-based; a contiguous block of the inputs) and write "
+    "OUT.part-I-of-N.jsonl; join the parts with 'captioner merge'. Under torchrun the shard is "
+    "RANK/WORLD_SIZE and rank 0 merges into --out"
+)
+
+
+def add_run_options(p, epochs: int | None = None, **train_defaults) -> None:
+    """Options every train / evaluate command takes; training ones when ``epochs`` is given."""
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--workers", type=non_negative, default=2, help="decoding processes")
+    p.add_argument("--cache-dir", help="feature cache root (default: ~/.cache/captioner)")
+    if epochs is None:
+        return
+    d = train_defaults
+    p.add_argument("--epochs", type=positive, default=epochs)
+    p.add_argument("--batch-size", type=positive, default=d["batch_size"])
+    p.add_argument("--lr", type=float, default=d["lr"])
+    p.add_argument(
+        "--schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="learning-rate schedule (cosine: decays to 0 over --epochs)",
+    )
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--grad-clip", type=float, default=5.0, help="max gradient norm")
+    p.add_argument(
+        "--patience", type=non_negative, default=d["patience"], help="0: no early stopping"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--name", default=d["name"], help="model name stored in the manifest")
+    p.add_argument(
+        "--tensorboard", metavar="DIR", help="also log the epoch scalars for TensorBoard here"
+    )
+
+
+def training_run(args: argparse.Namespace, monitor: str) -> dict:
+    """The keyword arguments every train_* function takes, from the shared options."""
+    from captioner.training.curves import require_tensorboard
+    from captioner.training.loop import TrainConfig
+
+    if args.tensorboard:
+        require_tensorboard()  # fail now, not after the feature cache is built
+    return {
+        "encoder_name": args.encoder,
+        "train_cfg": TrainConfig(
+            epochs=args.epochs,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            grad_clip=args.grad_clip,
+            patience=args.patience,
+            schedule=args.schedule,
+            monitor=monitor,
+            seed=args.seed,
+            tensorboard=args.tensorboard,
+        ),
+        "device": args.device,
+        "resume": args.resume,
+        "cache_root": Path(args.cache_dir) if args.cache_dir else None,
+        "workers": args.workers,
+        "name": args.name,
+        "command": shlex.join(["captioner", *sys.argv[1:]]),
+    }
+
+
+def report_bundle(out: Path) -> int:
+    from captioner.training import distributed
+
+    if not distributed.current().main:  # under torchrun, rank 0 reports
+        distributed.cleanup()
+        return 0
+    distributed.cleanup()
+    manifest = json.loads((out / "manifest.json").read_text())
+    print(json.dumps({"bundle": str(out), "val": manifest["metrics"]["val"]}, indent=2))
+    return 0
