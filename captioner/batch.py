@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from captioner.data.images import ImageFiles, expand_paths, image_loader
 from captioner.inference import (
@@ -28,7 +27,8 @@ from captioner.inference import (
     prepare_clip,
 )
 from captioner.media import IMAGE_SUFFIXES, MediaError
-from captioner.records import ACTIVITY_CSV_FIELDS, RecordWriter
+from captioner.progress import progress_bar
+from captioner.records import ACTIVITY_CSV_FIELDS, CSV_FIELDS, RecordWriter
 from captioner.video import VIDEO_SUFFIXES, VideoLimits, sliding_windows
 
 if TYPE_CHECKING:
@@ -56,10 +56,12 @@ def run_job(
     paths, unmatched = expand_paths(inputs, suffixes)
     if shard is not None:
         paths, unmatched = shard.select(paths, unmatched)
+    missing = [p for p in unmatched if p not in writer.done]
+    for p in missing:  # said on stderr too, not only as a row in the output file
+        log.warning("%s: no such file, or no matching files in this folder / pattern", p)
     writer.write(
         {"path": p, "error": "no such file, or no matching files in this folder / pattern"}
-        for p in unmatched
-        if p not in writer.done
+        for p in missing
     )
     todo = [p for p in paths if str(p) not in writer.done]
     if writer.done:
@@ -68,7 +70,7 @@ def run_job(
     dataset = make_dataset(todo)
     collate = getattr(dataset, "collate", None)  # datasets of unstackable items bring their own
     loader = image_loader(dataset, batch_size, workers, pin_memory=pin_memory, collate_fn=collate)
-    with tqdm(total=len(todo), desc=desc, unit="file", disable=not progress) as bar:
+    with progress_bar(total=len(todo), desc=desc, unit="file", enabled=progress) as bar:
         for batch in loader:
             good = [j for j, e in enumerate(batch["error"]) if not e]
             items = [todo[batch["index"][j]] for j in good]
@@ -126,7 +128,9 @@ def caption_files(
             rows.append(row)
         return rows
 
-    writer = RecordWriter(out, resume=resume)  # only now: opening without --resume truncates
+    # n-best alternatives get their own CSV column (JSON text) rather than being dropped.
+    fields = CSV_FIELDS + ("alternatives",) if n_best > 1 else CSV_FIELDS
+    writer = RecordWriter(out, resume=resume, csv_fields=fields)  # opening truncates: only now
     try:
         ok, failed = run_job(
             inputs,

@@ -8,12 +8,13 @@ write rows through this module only, so they agree on the format.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import logging
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -21,6 +22,17 @@ log = logging.getLogger(__name__)
 
 CSV_FIELDS = ("path", "caption", "log_prob", "error")
 ACTIVITY_CSV_FIELDS = ("path", "label", "score", "top_k", "timeline", "error")
+OUTPUT_SUFFIXES = (".csv", ".jsonl", ".json", ".ndjson")
+
+
+class OutputError(OSError):
+    """The output file could not be written (disk full, permissions): rows already written stay."""
+
+
+def check_output_path(out: str | os.PathLike | None) -> None:
+    """Refuse an ``--out`` this module cannot write, before any model loads (ValueError)."""
+    if out is not None and Path(out).suffix.lower() not in OUTPUT_SUFFIXES:
+        raise ValueError(f"--out must end in .jsonl or .csv, got {Path(out).name}")
 
 
 class RecordWriter:
@@ -35,37 +47,85 @@ class RecordWriter:
         self.fields = tuple(csv_fields)
         self.path = Path(out) if out else None
         self.format = "csv" if self.path and self.path.suffix.lower() == ".csv" else "jsonl"
-        if self.path and self.path.suffix.lower() not in (".csv", ".jsonl", ".json", ".ndjson"):
-            raise ValueError(f"--out must end in .jsonl or .csv, got {self.path.name}")
+        check_output_path(out)
         self.done: set[str] = set()
+        self.written = 0
+        self._sync = False
         if self.path is None:
             self.stream: IO[str] = sys.stdout
             self._csv = None
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        header = True
         if resume and self.path.exists():
+            header = self._check_resumable()
             self.done = read_done_paths(self.path)
             mode = "a"
         else:
             mode = "w"
         self.stream = self.path.open(mode, newline="" if self.format == "csv" else None)
         self._csv = csv.DictWriter(self.stream, self.fields) if self.format == "csv" else None
-        if self._csv is not None and mode == "w":
-            self._csv.writeheader()
+        self._sync = self.path.is_file()  # fsync a real file; a pipe or device refuses it
+        if self._csv is not None and header:
+            self._guard(self._csv.writeheader)
+
+    def _check_resumable(self) -> bool:
+        """For a CSV being resumed: whether it still needs its header (an empty file does);
+        a file whose header is not this command's columns is refused, not appended to."""
+        if self.format != "csv":
+            return False
+        assert self.path is not None
+        with self.path.open(newline="", encoding="utf-8") as f:
+            first = f.readline()
+        if not first.strip():
+            return True
+        found = tuple(next(csv.reader([first])))
+        if found != self.fields:
+            raise ValueError(
+                f"cannot resume {self.path}: its columns {list(found)} are not this command's "
+                f"{list(self.fields)}; write to another --out, or run without --resume"
+            )
+        return False
+
+    def _guard(self, write: Callable[[], object]) -> None:
+        try:
+            write()
+            self.stream.flush()
+            if self._sync:
+                os.fsync(self.stream.fileno())
+        except OSError as exc:
+            kept = f"the {self.written} rows already written are kept" if self.written else ""
+            what = exc.strerror or str(exc)
+            raise OutputError(
+                exc.errno,
+                f"could not write {self.path or 'stdout'}: {what}"
+                + (f"; {kept}" if kept else "")
+                + (
+                    "; free some space and run again with --resume"
+                    if exc.errno == errno.ENOSPC
+                    else "; fix the output location and run again with --resume"
+                ),
+            ) from None
 
     def write(self, records: Iterable[dict]) -> None:
-        for rec in records:
-            if self._csv is not None:
-                self._csv.writerow({k: _cell(rec.get(k, "")) for k in self.fields})
-            else:
-                self.stream.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        self.stream.flush()
-        if self.path is not None:
-            os.fsync(self.stream.fileno())
+        rows = list(records)
+
+        def put() -> None:
+            for rec in rows:
+                if self._csv is not None:
+                    self._csv.writerow({k: _cell(rec.get(k, "")) for k in self.fields})
+                else:
+                    self.stream.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+        self._guard(put)
+        self.written += len(rows)
 
     def close(self) -> None:
         if self.path is not None:
-            self.stream.close()
+            try:
+                self.stream.close()
+            except OSError:  # already reported by write(); the file holds what reached it
+                pass
 
 
 def _cell(value: object) -> object:

@@ -8,19 +8,61 @@ import logging
 import sys
 
 from captioner.cli import evaluate, jobs, serve, train
+from captioner.cli.options import check_device
 
 log = logging.getLogger("captioner")
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default after its help, unless the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default in (None, False, argparse.SUPPRESS)
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
+class CommandParser(argparse.ArgumentParser):
+    """Every (sub)command: defaults shown in help, and ``-v`` / ``-q`` accepted after it."""
+
+    def __init__(self, *args, verbosity: bool = True, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+        if verbosity:
+            # SUPPRESS: given after the subcommand they set the flag, absent they keep the
+            # value given before it (argparse would otherwise reset it to False).
+            self.add_argument(
+                "-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                help="debug logging",
+            )  # fmt: skip
+            self.add_argument(
+                "-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                help="warnings and errors only, no progress bars",
+            )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The ``captioner`` argument parser with every subcommand."""
+    from captioner import __version__
+
+    parser = CommandParser(
         prog="captioner",
         description="CNN + LSTM image captioning and video activity recognition: caption "
-        "images, label videos, generate data, train, evaluate.",
+        "images, label videos, generate data, train, evaluate, serve, export.",
+        verbosity=False,
     )
+    parser.add_argument("--version", action="version", version=f"captioner {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
     jobs.add_caption(sub)
     jobs.add_activity(sub)
     jobs.add_merge(sub)
@@ -38,12 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     fmt = "%(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
+    logging.getLogger().setLevel(level)  # also when logging was configured before (embedding)
     from captioner.bundle import BundleError
     from captioner.encoders import EncoderError
     from captioner.media import MediaError
+    from captioner.progress import set_quiet
+    from captioner.records import OutputError
 
+    set_quiet(args.quiet)
     try:
+        if getattr(args, "device", None) is not None:
+            check_device(args.device)  # before any model loads
         return int(args.func(args) or 0)
+    except OutputError as exc:  # the run itself failed: rows written so far are kept
+        log.error("%s", exc.strerror)
+        return 1
     except (BundleError, EncoderError, MediaError, ValueError, FileNotFoundError) as exc:
         log.error("%s", exc)
         return 2

@@ -22,7 +22,7 @@ def add_evaluate(sub) -> None:
     c.add_argument("--data", required=True, help="annotations (COCO, Karpathy, CSV, JSONL)")
     c.add_argument("--images", required=True, help="folder the annotation file names are under")
     c.add_argument("--split", help="Karpathy split to evaluate (e.g. test)")
-    c.add_argument("--beam-size", type=positive, default=None)
+    c.add_argument("--beam-size", type=positive, help="beam width (default: the bundle's)")
     c.add_argument("--limit", type=positive, help="evaluate only the first N images")
     c.add_argument(
         "--record",

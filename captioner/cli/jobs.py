@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from captioner.cli.options import SHARD_HELP, non_negative, positive, shard_arg
+from captioner.cli.options import DEVICE_HELP, SHARD_HELP, non_negative, positive, shard_arg
 
 
 def add_caption(sub) -> None:
@@ -23,7 +23,7 @@ def add_caption(sub) -> None:
     p.add_argument(
         "--workers", type=non_negative, default=2, help="image decoding processes (0 = in-process)"
     )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--out", help="output .jsonl or .csv (default: JSON lines on stdout)")
     p.add_argument(
         "--resume", action="store_true", help="skip inputs already in --out and append to it"
@@ -36,8 +36,18 @@ def _cmd_caption(args: argparse.Namespace) -> int:
     from functools import partial
 
     from captioner.batch import caption_files
+    from captioner.bundle import read_manifest
+    from captioner.inference import default_bundle_dir
+    from captioner.records import check_output_path
     from captioner.shard import run_sharded
 
+    check_output_path(args.out)
+    beam = args.beam_size
+    if beam is None:  # the bundle's own default: read its manifest, not its weights
+        manifest = read_manifest(args.bundle or default_bundle_dir("caption"))
+        beam = int(manifest.get("decoding", {}).get("beam_size", 3))
+    if args.n_best > beam:
+        raise ValueError(f"--n-best {args.n_best} cannot exceed the beam size ({beam})")
     job = partial(
         caption_files,
         args.paths,
@@ -60,14 +70,14 @@ def add_activity(sub) -> None:
         "Writes one JSON record per input: {path, label, score, top_k} or {path, error}.",
     )
     p.add_argument("paths", nargs="+", help="video files, folders (recursive) or globs")
-    p.add_argument("--bundle", help="activity bundle folder")
-    p.add_argument("--top-k", type=positive, default=5)
+    p.add_argument("--bundle", help="activity bundle folder (default: weights/activity-default)")
+    p.add_argument("--top-k", type=positive, default=5, help="labels listed per video")
     p.add_argument("--timeline", action="store_true", help="also label sliding windows")
     p.add_argument("--window", type=float, default=2.0, help="timeline window, seconds")
     p.add_argument("--stride", type=float, default=1.0, help="timeline stride, seconds")
     p.add_argument("--batch-size", type=positive, default=4, help="videos per model batch")
     p.add_argument("--workers", type=non_negative, default=2, help="decoding processes")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--out", help="output .jsonl or .csv (default: JSON lines on stdout)")
     p.add_argument("--resume", action="store_true", help="skip inputs already in --out")
     p.add_argument("--shard", type=shard_arg, metavar="I/N", help=SHARD_HELP)
@@ -78,7 +88,13 @@ def _cmd_activity(args: argparse.Namespace) -> int:
     from functools import partial
 
     from captioner.batch import label_videos
+    from captioner.records import check_output_path
     from captioner.shard import run_sharded
+    from captioner.video import sliding_windows
+
+    check_output_path(args.out)
+    if args.timeline:
+        sliding_windows(60.0, args.window, args.stride)  # refuses a bad window / stride
 
     job = partial(
         label_videos,

@@ -4,9 +4,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
+
+DEVICE_HELP = "auto (CUDA when present, else CPU), cpu, cuda or cuda:N"
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+
+
+def check_device(value: str) -> None:
+    """Refuse a device this machine cannot run on, naming the valid choices (ValueError)."""
+    if not _DEVICE.fullmatch(value):
+        raise ValueError(f"--device {value!r} is not a device: use {DEVICE_HELP}")
+    if not value.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {value}: no CUDA GPU is available here; use cpu or auto")
+    index = int(value.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise ValueError(
+            f"--device {value}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+        )
 
 
 def positive(value: str) -> int:
@@ -41,27 +63,27 @@ SHARD_HELP = (
 
 def add_run_options(p, epochs: int | None = None, **train_defaults) -> None:
     """Options every train / evaluate command takes; training ones when ``epochs`` is given."""
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--workers", type=non_negative, default=2, help="decoding processes")
     p.add_argument("--cache-dir", help="feature cache root (default: ~/.cache/captioner)")
     if epochs is None:
         return
     d = train_defaults
-    p.add_argument("--epochs", type=positive, default=epochs)
-    p.add_argument("--batch-size", type=positive, default=d["batch_size"])
-    p.add_argument("--lr", type=float, default=d["lr"])
+    p.add_argument("--epochs", type=positive, default=epochs, help="passes over the data")
+    p.add_argument("--batch-size", type=positive, default=d["batch_size"], help="examples per step")
+    p.add_argument("--lr", type=float, default=d["lr"], help="peak learning rate (AdamW)")
     p.add_argument(
         "--schedule",
         choices=("constant", "cosine"),
         default="constant",
         help="learning-rate schedule (cosine: decays to 0 over --epochs)",
     )
-    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
     p.add_argument("--grad-clip", type=float, default=5.0, help="max gradient norm")
     p.add_argument(
         "--patience", type=non_negative, default=d["patience"], help="0: no early stopping"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed for init and data order")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument("--name", default=d["name"], help="model name stored in the manifest")
     p.add_argument(

@@ -27,7 +27,9 @@ def add_serve(sub) -> None:
     p.add_argument("--max-queue", type=positive, help="queued items before 429 (default 256)")
     p.add_argument("--request-timeout-s", type=float, help="deadline in the queue (504)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="default: info"
+    )
     p.set_defaults(func=_cmd_serve)
 
 
@@ -93,7 +95,9 @@ def add_export(sub) -> None:
         "ONNX needs the 'export' extra: pip install 'captioner[export]'.",
     )
     p.add_argument("bundle", help="caption bundle folder")
-    p.add_argument("--format", dest="fmt", choices=("torchscript", "onnx"), required=True)
+    p.add_argument(
+        "--format", dest="fmt", choices=("torchscript", "onnx"), required=True, help="graph format"
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--opset", type=positive, default=18, help="ONNX opset (default 18)")
     p.set_defaults(func=_cmd_export)

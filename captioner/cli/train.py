@@ -23,12 +23,14 @@ def add_data(sub) -> None:
         description="Write DIR/{train,val,test,novel}.json and DIR/images/ from a seed.",
     )
     s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--n-train", type=non_negative, default=8000)
-    s.add_argument("--n-val", type=non_negative, default=500)
-    s.add_argument("--n-test", type=non_negative, default=1000)
-    s.add_argument("--n-novel", type=non_negative, default=500)
-    s.add_argument("--image-size", type=positive, default=224)
+    s.add_argument("--seed", type=int, default=0, help="the same seed gives the same files")
+    s.add_argument("--n-train", type=non_negative, default=8000, help="training images")
+    s.add_argument("--n-val", type=non_negative, default=500, help="validation images")
+    s.add_argument("--n-test", type=non_negative, default=1000, help="test images")
+    s.add_argument(
+        "--n-novel", type=non_negative, default=500, help="images of held-out combinations"
+    )
+    s.add_argument("--image-size", type=positive, default=224, help="image side, pixels")
     s.set_defaults(func=_cmd_scenes)
     m = dsub.add_parser(
         "motion",
@@ -37,13 +39,13 @@ def add_data(sub) -> None:
         "on temporal order (moving left/right/up/down, growing/shrinking, rotating, static).",
     )
     m.add_argument("--out", required=True, help="output folder")
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--seed", type=int, default=0, help="the same seed gives the same files")
     m.add_argument("--n-per-class", type=positive, default=60, help="training clips per class")
     m.add_argument("--n-val-per-class", type=positive, help="default: n-per-class / 4")
     m.add_argument("--n-test-per-class", type=positive, help="default: n-per-class / 4")
-    m.add_argument("--frames", type=positive, default=24)
-    m.add_argument("--fps", type=positive, default=12)
-    m.add_argument("--size", type=positive, default=128)
+    m.add_argument("--frames", type=positive, default=24, help="frames per clip")
+    m.add_argument("--fps", type=positive, default=12, help="frame rate of the written clips")
+    m.add_argument("--size", type=positive, default=128, help="frame side, pixels")
     m.set_defaults(func=_cmd_motion)
 
 
@@ -91,11 +93,11 @@ def add_train(sub) -> None:
     c.add_argument("--val-split", help="Karpathy split for --val")
     c.add_argument("--out", required=True, help="bundle folder to write")
     c.add_argument("--encoder", default="efficientnet_lite0", help="registered encoder name")
-    c.add_argument("--embed-dim", type=positive, default=256)
-    c.add_argument("--hidden-dim", type=positive, default=512)
-    c.add_argument("--attention-dim", type=positive, default=256)
-    c.add_argument("--proj-dim", type=positive, default=512)
-    c.add_argument("--dropout", type=float, default=0.5)
+    c.add_argument("--embed-dim", type=positive, default=256, help="word embedding size")
+    c.add_argument("--hidden-dim", type=positive, default=512, help="LSTM state size")
+    c.add_argument("--attention-dim", type=positive, default=256, help="attention MLP size")
+    c.add_argument("--proj-dim", type=positive, default=512, help="feature projection size")
+    c.add_argument("--dropout", type=float, default=0.5, help="dropout before the word layer")
     c.add_argument("--alpha-c", type=float, default=1.0, help="doubly stochastic attention weight")
     c.add_argument("--no-attention", action="store_true", help="NIC variant (Show and Tell)")
     c.add_argument(
@@ -104,7 +106,9 @@ def add_train(sub) -> None:
         help="no grid-cell position embeddings (the original Show, Attend and Tell)",
     )
     c.add_argument("--min-count", type=positive, default=5, help="vocabulary threshold")
-    c.add_argument("--max-len", type=positive, default=20)
+    c.add_argument(
+        "--max-len", type=positive, default=20, help="longest training caption kept, in words"
+    )
     c.add_argument("--beam-size", type=positive, default=3, help="beam for validation")
     c.add_argument(
         "--scheduled-sampling", type=float, default=0.0, help="max prob. of feeding own guesses"
@@ -129,7 +133,7 @@ def add_train(sub) -> None:
     a.add_argument("--train-list", help="UCF101 trainlistNN.txt (paths relative to --data)")
     a.add_argument("--val-list", help="UCF101 testlistNN.txt (paths relative to --val)")
     a.add_argument("--out", required=True, help="bundle folder to write")
-    a.add_argument("--encoder", default="efficientnet_lite0")
+    a.add_argument("--encoder", default="efficientnet_lite0", help="registered encoder name")
     a.add_argument("--frames", type=positive, default=16, help="frames sampled per clip")
     a.add_argument(
         "--train-samples", type=positive, default=2, help="cached clips per training video (TSN)"
@@ -144,14 +148,14 @@ def add_train(sub) -> None:
         "clip of b ('s/s' for a class that looks the same both ways; 'motion+static' for the "
         "synthetic motion classes)",
     )
-    a.add_argument("--rnn", choices=("lstm", "gru"), default="lstm")
-    a.add_argument("--layers", type=positive, default=1)
-    a.add_argument("--hidden-dim", type=positive, default=256)
-    a.add_argument("--embed-dim", type=positive, default=256)
+    a.add_argument("--rnn", choices=("lstm", "gru"), default="lstm", help="recurrent cell")
+    a.add_argument("--layers", type=positive, default=1, help="recurrent layers")
+    a.add_argument("--hidden-dim", type=positive, default=256, help="recurrent state size")
+    a.add_argument("--embed-dim", type=positive, default=256, help="frame embedding size")
     a.add_argument("--grid", type=positive, default=3, help="cells per side kept per frame")
-    a.add_argument("--cell-dim", type=positive, default=32)
-    a.add_argument("--bidirectional", action="store_true")
-    a.add_argument("--dropout", type=float, default=0.3)
+    a.add_argument("--cell-dim", type=positive, default=32, help="size kept per grid cell")
+    a.add_argument("--bidirectional", action="store_true", help="read the frames both ways")
+    a.add_argument("--dropout", type=float, default=0.3, help="dropout before the classifier")
     add_run_options(a, epochs=30, batch_size=16, lr=1e-3, patience=8, name="activity")
     a.set_defaults(func=_cmd_train_activity)
 

@@ -17,13 +17,35 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
-from tqdm import tqdm
 
 from captioner.data.images import image_loader
+from captioner.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
 INDEX = "index.json"
+_NAMED_FAILURES = 3  # unreadable items named one by one before the summary
+
+
+def save_done(path: Path, done: np.ndarray) -> None:
+    """Write the done flags atomically: a crash mid-write must not leave a torn file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        np.save(f, done)
+    os.replace(tmp, path)
+
+
+def load_done(path: Path, rows: int) -> np.ndarray:
+    """The done flags; an unreadable or wrong-sized file counts as nothing done (redone)."""
+    try:
+        done = np.load(path)
+    except (OSError, ValueError, EOFError) as exc:
+        log.warning("%s is unreadable (%s): its items will be encoded again", path, exc)
+        return np.zeros(rows, dtype=bool)
+    if done.shape != (rows,) or done.dtype != np.bool_:
+        log.warning("%s does not match its cache: its items will be encoded again", path)
+        return np.zeros(rows, dtype=bool)
+    return done
 
 
 def cache_key(
@@ -50,7 +72,7 @@ class FeatureCache:
         self.rows: dict[str, int] = {name: i for i, name in enumerate(meta["files"])}
         self.failed: dict[str, str] = meta.get("failed", {})
         self.array = np.load(self.folder / "features.npy", mmap_mode="r")
-        self.done = np.load(self.folder / "done.npy")
+        self.done = load_done(self.folder / "done.npy", len(self.rows))
 
     def __contains__(self, name: str) -> bool:
         row = self.rows.get(name)
@@ -125,7 +147,7 @@ def build_feature_cache(
     )
     if reuse:
         array = np.load(feat_path, mmap_mode="r+")
-        done = np.load(done_path)
+        done = load_done(done_path, len(keys))
         failed = old.get("failed", {})
     else:
         array = np.lib.format.open_memmap(
@@ -134,19 +156,21 @@ def build_feature_cache(
         done = np.zeros(len(keys), dtype=bool)
         failed = {}
     _write_index(index_path, {**meta, "failed": failed})  # so an interrupted build resumes
-    np.save(done_path, done)
+    save_done(done_path, done)
     todo = [i for i in range(len(keys)) if not done[i] and keys[i] not in failed]
     if todo:
         log.info("encoding %d of %d items into %s", len(todo), len(keys), folder)
         loader = image_loader(Subset(dataset, todo), batch_size, workers)
-        bar = tqdm(total=len(todo), desc="encoding", unit=unit, disable=not progress)
+        bar = progress_bar(total=len(todo), desc="encoding", unit=unit, enabled=progress)
         for batch in loader:
             ok = [j for j, e in enumerate(batch["error"]) if not e]
             for j, err in enumerate(batch["error"]):
                 if err:
                     key = keys[batch["index"][j]]
                     failed[key] = err
-                    log.warning("skipping %s: %s", key, err)
+                    # A wrong folder fails every file: name a few, then one summary at the end.
+                    level = logging.WARNING if len(failed) <= _NAMED_FAILURES else logging.DEBUG
+                    log.log(level, "skipping %s: %s", key, err)
             if ok:
                 feats = encode(batch["image"][ok]).float().cpu().numpy().astype(np.float16)
                 rows = [batch["index"][j] for j in ok]
@@ -155,10 +179,18 @@ def build_feature_cache(
             bar.update(len(batch["error"]))
             if bar.n % (batch_size * 20) < batch_size:  # checkpoint progress now and then
                 array.flush()
-                np.save(done_path, done)
+                save_done(done_path, done)
         bar.close()
         array.flush()
-    np.save(done_path, done)
+        if len(failed) > _NAMED_FAILURES:
+            log.warning(
+                "%d of %d items could not be read (the first %d are named above; -v names "
+                "all): check the images / videos folder",
+                len(failed),
+                len(keys),
+                _NAMED_FAILURES,
+            )
+    save_done(done_path, done)
     _write_index(index_path, {**meta, "failed": failed})
     del array
     return FeatureCache(folder)

@@ -27,11 +27,9 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
-import sys
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from captioner.data.motion_render import render_clip
 from captioner.data.motion_tracks import (
@@ -42,6 +40,7 @@ from captioner.data.motion_tracks import (
     sample_params,
 )
 from captioner.data.synth import BACKGROUNDS, check_count, seeded_rng, write_json
+from captioner.progress import progress_bar
 
 __all__ = [
     "BACKGROUNDS",
@@ -110,12 +109,11 @@ def _generate_split(
     (split_dir / "classes.txt").write_text("\n".join(CLASSES) + "\n", encoding="utf-8")
     jobs = [(label, cls, index) for label, cls in enumerate(CLASSES) for index in range(count)]
     clips = []
-    for label, cls, index in tqdm(
+    for label, cls, index in progress_bar(
         jobs,
         desc=f"motion {split}",
         unit="clip",
-        file=sys.stderr,
-        disable=not progress or not jobs,
+        enabled=progress and bool(jobs),
     ):
         rng = clip_rng(seed, split, cls, index)
         params = sample_params(rng, cls, settings["frames"])

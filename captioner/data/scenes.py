@@ -26,11 +26,8 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
-import sys
 from dataclasses import dataclass
 from typing import Any
-
-from tqdm import tqdm
 
 from captioner.data.scene_grammar import (
     COLOURS,
@@ -50,6 +47,7 @@ from captioner.data.synth import (
     seeded_rng,
     write_json,
 )
+from captioner.progress import progress_bar
 
 __all__ = [
     "BACKGROUNDS",
@@ -91,12 +89,11 @@ def _generate_split(
     image_dir.mkdir(parents=True, exist_ok=True)
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
-    for index in tqdm(
+    for index in progress_bar(
         range(spec.count),
         desc=f"scenes {spec.name}",
         unit="img",
-        file=sys.stderr,
-        disable=not progress or spec.count == 0,
+        enabled=progress and spec.count > 0,
     ):
         rng = seeded_rng(seed, spec.name, index)
         scene = sample_scene(rng, novel=spec.name == "novel", image_size=image_size)

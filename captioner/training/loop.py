@@ -24,8 +24,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
+from captioner.progress import progress_bar
 from captioner.training import distributed
 from captioner.training.curves import TrainingCurves
 
@@ -211,11 +211,11 @@ def fit(
             group["lr"] = epoch_lr(cfg, epoch)
         model.train()
         t0, total, count = time.perf_counter(), 0.0, 0
-        bar = tqdm(
+        bar = progress_bar(
             task.train_batches(epoch),
             total=task.num_batches(),
             desc=f"epoch {epoch}/{cfg.epochs}",
-            disable=not (cfg.progress and world.main),
+            enabled=cfg.progress and world.main,
             leave=False,
         )
         for batch in bar:
