@@ -1,13 +1,15 @@
 """Video files to exactly sampled RGB frames: the only place captioner decodes video.
 
-Three rooms: :mod:`~captioner.video.intake` decides what may reach OpenCV (content
-sniffing, refusals, local files, the FFmpeg protocol restriction),
-:mod:`~captioner.video.readers` opens captures and reads frames, and
-:mod:`~captioner.video.sampling` is the index arithmetic that says which frames to take.
+:mod:`~captioner.video.intake` decides what may reach OpenCV (content sniffing, refusals,
+local files, the FFmpeg protocol restriction); :mod:`~captioner.video.readers` opens
+captures, probes and reads frames, with :mod:`~captioner.video.decode` doing the grabbing,
+verified seeking and decode-work planning underneath; :mod:`~captioner.video.sampling` is
+the index arithmetic that says which frames to take.
 Every public name is re-exported here, so ``from captioner.video import ...`` is the way
 to use them.
 """
 
+from captioner.video.decode import DecodeCancelled
 from captioner.video.intake import (
     DEFAULT_VIDEO_LIMITS,
     FFMPEG_OPTIONS_ENV,
@@ -41,6 +43,7 @@ __all__ = [
     "SUPPORTED_VIDEO",
     "VIDEO_SUFFIXES",
     "Clip",
+    "DecodeCancelled",
     "VideoInfo",
     "VideoLimits",
     "VideoSource",

@@ -1,9 +1,10 @@
 """Video files to exactly sampled RGB frames: opening captures, probing and reading.
 
-Frames are never reached by seeking: OpenCV's seek lands near a keyframe, not on the frame
-asked for. The readers grab every frame in order, decode only the wanted ones and stop
-after the last of them, and record each frame's own timestamp so that variable frame rate
-files map index to time correctly.
+Each read decodes exactly the frames asked for and records each frame's own timestamp, so
+that variable frame rate files map index to time correctly. Frames are reached by reading
+forward, or, when they are few and far apart, by verified seeks (see
+:mod:`captioner.video.decode`); either way the decoding work is checked against
+``VideoLimits.max_decode_pixels`` before it starts, and ``should_stop`` can end it early.
 """
 
 from __future__ import annotations
@@ -20,7 +21,17 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from captioner.media import MediaError
+from captioner.intake import MediaError
+from captioner.video.decode import (
+    Reader,
+    SeekMissed,
+    StopCheck,
+    check_decode_work,
+    check_frame_size,
+    forward_plan,
+    plan_read,
+    read_planned,
+)
 from captioner.video.intake import (
     DEFAULT_VIDEO_LIMITS,
     SUPPORTED_VIDEO,
@@ -63,43 +74,56 @@ class Clip:
 # ---------------------------------------------------------------------------------- capture
 
 
-def _not_decodable(path: Path) -> MediaError:
+@dataclass
+class _Opened:
+    """An open capture and what is known of it; ``name`` is how messages call the file."""
+
+    cap: cv2.VideoCapture
+    info: VideoInfo
+    path: Path
+    name: str
+
+    def reader(self, limits: VideoLimits, should_stop: StopCheck = None) -> Reader:
+        return Reader(self.cap, self.info, limits, self.name, should_stop)
+
+
+def _not_decodable(name: str) -> MediaError:
     return MediaError(
-        f"could not decode {path}: the file is corrupt or not a supported video ({SUPPORTED_VIDEO})"
+        f"could not decode {name}: the file is corrupt or not a supported video ({SUPPORTED_VIDEO})"
     )
 
 
-def _open(path: str | os.PathLike, limits: VideoLimits) -> tuple[cv2.VideoCapture, VideoInfo]:
+def _open(path: str | os.PathLike, limits: VideoLimits) -> _Opened:
     """Check ``path``, open it with FFmpeg restricted to local files, check the header."""
-    checked, fmt = _check_path(path, limits)
+    checked, fmt, name = _check_path(path, limits)
     restrict_ffmpeg_protocols()
     try:
         cap = cv2.VideoCapture(str(checked), cv2.CAP_FFMPEG)
     except cv2.error:
-        raise _not_decodable(checked) from None
+        raise _not_decodable(name) from None
     try:
         if not cap.isOpened():
-            raise _not_decodable(checked)
-        info = _header(cap, fmt, checked)
-        _check_info(info, limits, checked)
+            raise _not_decodable(name)
+        info = _header(cap, fmt, name)
+        _check_info(info, limits, name)
     except BaseException:
         cap.release()
         raise
-    return cap, info
+    return _Opened(cap, info, checked, name)
 
 
-def _header(cap: cv2.VideoCapture, fmt: str, path: Path) -> VideoInfo:
+def _header(cap: cv2.VideoCapture, fmt: str, name: str) -> VideoInfo:
     try:
         count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
         fps = cap.get(cv2.CAP_PROP_FPS)
         width = cap.get(cv2.CAP_PROP_FRAME_WIDTH)
         height = cap.get(cv2.CAP_PROP_FRAME_HEIGHT)
     except cv2.error:
-        raise _not_decodable(path) from None
+        raise _not_decodable(name) from None
     if not all(math.isfinite(v) for v in (count, fps, width, height)) or count < 1:
-        raise _not_decodable(path)
+        raise _not_decodable(name)
     if fps <= 0 or width < 1 or height < 1:
-        raise _not_decodable(path)
+        raise _not_decodable(name)
     frames = int(round(count))
     return VideoInfo(
         frame_count=frames,
@@ -111,25 +135,17 @@ def _header(cap: cv2.VideoCapture, fmt: str, path: Path) -> VideoInfo:
     )
 
 
-def _check_info(info: VideoInfo, limits: VideoLimits, path: Path) -> None:
-    _check_frame_size(info.width, info.height, limits, path)
+def _check_info(info: VideoInfo, limits: VideoLimits, name: str) -> None:
+    check_frame_size(info.width, info.height, limits, name)
     if info.duration_s > limits.max_seconds:
         raise MediaError(
-            f"{path} lasts {info.duration_s:.1f} s, above the {limits.max_seconds:g}-second "
+            f"{name} lasts {info.duration_s:.1f} s, above the {limits.max_seconds:g}-second "
             "limit; cut it into shorter parts first"
         )
     if info.frame_count > limits.max_frames:
         raise MediaError(
-            f"{path} has {info.frame_count} frames, above the {limits.max_frames}-frame "
+            f"{name} has {info.frame_count} frames, above the {limits.max_frames}-frame "
             "limit; cut it or lower its frame rate first"
-        )
-
-
-def _check_frame_size(width: int, height: int, limits: VideoLimits, path: Path) -> None:
-    if width > limits.max_width or height > limits.max_height:
-        raise MediaError(
-            f"{path} is {width}x{height}, above the {limits.max_width}x{limits.max_height} "
-            "limit; downscale the video first"
         )
 
 
@@ -139,74 +155,9 @@ def probe_video(path: str | os.PathLike, limits: VideoLimits = DEFAULT_VIDEO_LIM
     Raises:
         MediaError: the file is missing, not a supported video, corrupt or over a limit.
     """
-    cap, info = _open(path, limits)
-    cap.release()
-    return info
-
-
-class _Reader:
-    """Sequential grab/retrieve over an open capture, with limits and timestamps."""
-
-    def __init__(self, cap: cv2.VideoCapture, info: VideoInfo, limits: VideoLimits, path: Path):
-        self.cap, self.info, self.limits, self.path = cap, info, limits, path
-        self.position = -1  # index of the last grabbed frame
-        self.timestamp = 0.0
-
-    def grab(self) -> bool:
-        """Advance one frame; False at the end of the stream or on a broken one."""
-        try:
-            ok = bool(self.cap.grab())
-            msec = self.cap.get(cv2.CAP_PROP_POS_MSEC) if ok else math.nan
-        except cv2.error:
-            return False
-        if not ok:
-            return False
-        self.position += 1
-        if self.position >= self.limits.max_frames:
-            raise MediaError(
-                f"{self.path} has more than {self.limits.max_frames} frames (its header "
-                f"said {self.info.frame_count}); cut it or lower its frame rate first"
-            )
-        if math.isfinite(msec) and msec >= 0:
-            self.timestamp = msec / 1000.0
-        else:  # no usable pts: fall back on the nominal rate
-            self.timestamp = self.position / self.info.fps
-        if self.timestamp > self.limits.max_seconds:
-            raise MediaError(
-                f"{self.path} runs past {self.limits.max_seconds:g} s (its header said "
-                f"{self.info.duration_s:.1f} s); cut it into shorter parts first"
-            )
-        return True
-
-    def retrieve(self, size: int | None) -> np.ndarray | None:
-        """Decode the grabbed frame to RGB (resized to size x size); None if it fails."""
-        try:
-            ok, frame = self.cap.retrieve()
-        except cv2.error:
-            return None
-        if not ok or frame is None or frame.size == 0:
-            return None
-        _check_frame_size(frame.shape[1], frame.shape[0], self.limits, self.path)
-        return _to_rgb(frame, size)
-
-    def seek(self, index: int) -> None:
-        try:
-            self.cap.set(cv2.CAP_PROP_POS_FRAMES, float(index))
-        except cv2.error:
-            pass
-        self.position = index - 1
-
-
-def _to_rgb(frame: np.ndarray, size: int | None) -> np.ndarray:
-    if frame.ndim == 2:
-        rgb = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-    elif frame.shape[2] == 4:
-        rgb = cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB)
-    else:
-        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-    if size is not None:
-        rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
-    return rgb
+    opened = _open(path, limits)
+    opened.cap.release()
+    return opened.info
 
 
 def _check_indices(indices: Sequence[int], limits: VideoLimits) -> list[int]:
@@ -238,40 +189,62 @@ def read_frames(
     indices: Sequence[int],
     size: int | None = None,
     limits: VideoLimits = DEFAULT_VIDEO_LIMITS,
+    should_stop: StopCheck = None,
 ) -> tuple[np.ndarray, list[float]]:
     """Decode exactly the frames at ``indices`` (any order, repeats allowed).
 
-    Reads sequentially, never seeks, and stops after the last wanted frame. Returns a
-    (T, H, W, 3) uint8 RGB array in the order of ``indices`` (resized to ``size`` x ``size``
-    with area interpolation when ``size`` is given) and each frame's timestamp in seconds
-    from the stream. Frames past the end of the stream, or that fail to decode, are filled
-    with the nearest good frame before them (a warning is logged).
+    Reads forward and stops after the last wanted frame; frames few and far apart are
+    reached by seeking instead, each seek verified by the frame's timestamp (a file whose
+    seeks miss is read in order). Returns a (T, H, W, 3) uint8 RGB array in the order of
+    ``indices`` (resized to ``size`` x ``size`` with area interpolation when ``size`` is
+    given) and each frame's timestamp in seconds from the stream. Frames past the end of
+    the stream, or that fail to decode, are filled with the nearest good frame before them
+    (a warning is logged). ``should_stop`` is called between frames; when it returns True
+    the read ends with :class:`~captioner.video.DecodeCancelled`.
 
     Raises:
-        MediaError: the file cannot be decoded or no wanted frame could be read.
+        MediaError: the file cannot be decoded, no wanted frame could be read, or the
+            read would decode more than ``limits.max_decode_pixels``.
         ValueError: ``indices`` or ``size`` are invalid.
     """
     wanted = _check_indices(indices, limits)
     size = _check_size(size)
-    cap, info = _open(path, limits)
-    try:
-        return _read_sequential(_Reader(cap, info, limits, Path(path)), wanted, size)
-    finally:
-        cap.release()
+    return _read(_open(path, limits), wanted, size, limits, should_stop)
 
 
-def _read_sequential(
-    reader: _Reader, wanted: list[int], size: int | None
+def _read(
+    opened: _Opened,
+    wanted: list[int],
+    size: int | None,
+    limits: VideoLimits,
+    should_stop: StopCheck,
 ) -> tuple[np.ndarray, list[float]]:
-    targets = set(wanted)
-    last = max(targets)
-    got: dict[int, tuple[np.ndarray, float]] = {}
-    while reader.position < last and reader.grab():
-        if reader.position in targets:
-            frame = reader.retrieve(size)
-            if frame is not None:
-                got[reader.position] = (frame, reader.timestamp)
-    return _assemble(wanted, got, reader.path)
+    """Plan, check and run a read on ``opened`` (released here), in order if seeks miss."""
+    info, name = opened.info, opened.name
+    targets = sorted(set(wanted))
+    try:
+        plan = plan_read(opened.path, targets, info.frame_count, should_stop, name)
+        check_decode_work(plan.frames, info.width, info.height, limits, name)
+        try:
+            got = read_planned(opened.reader(limits, should_stop), targets, size, plan)
+            return _assemble(wanted, got, name)
+        except SeekMissed as miss:
+            logger.warning(
+                "%s: seeking to frame %d landed on another frame (variable frame rate?); "
+                "reading in order instead",
+                name,
+                miss.args[0],
+            )
+    finally:
+        opened.cap.release()
+    plan = forward_plan(targets, info.frame_count)
+    check_decode_work(plan.frames, info.width, info.height, limits, name)
+    opened = _open(opened.path, limits)
+    try:
+        got = read_planned(opened.reader(limits, should_stop), targets, size, plan)
+    finally:
+        opened.cap.release()
+    return _assemble(wanted, got, name)
 
 
 def read_frames_seek(
@@ -280,16 +253,17 @@ def read_frames_seek(
     size: int | None = None,
     limits: VideoLimits = DEFAULT_VIDEO_LIMITS,
 ) -> tuple[np.ndarray, list[float]]:
-    """Like :func:`read_frames`, but seeking to each frame with ``CAP_PROP_POS_FRAMES``.
+    """Like :func:`read_frames`, but seeking to every frame, unverified.
 
-    Inexact: OpenCV's seek may land on a nearby keyframe, so a returned frame can be a
-    different one from the frame asked for. Kept only so benchmarks can compare its speed
-    with :func:`read_frames`; do not use it for training or inference.
+    Inexact: OpenCV's seek counts frames by timestamp, so on some files a returned frame
+    is another one than the frame asked for. Kept so that benchmarks can compare its speed
+    with :func:`read_frames` (which seeks by itself, verified, when that pays); do not use
+    it for training or inference.
     """
     wanted = _check_indices(indices, limits)
     size = _check_size(size)
-    cap, info = _open(path, limits)
-    reader = _Reader(cap, info, limits, Path(path))
+    opened = _open(path, limits)
+    reader = opened.reader(limits)
     got: dict[int, tuple[np.ndarray, float]] = {}
     try:
         for index in sorted(set(wanted)):
@@ -301,16 +275,16 @@ def read_frames_seek(
             if frame is not None:
                 got[index] = (frame, reader.timestamp)
     finally:
-        cap.release()
-    return _assemble(wanted, got, Path(path))
+        opened.cap.release()
+    return _assemble(wanted, got, opened.name)
 
 
 def _assemble(
-    wanted: list[int], got: dict[int, tuple[np.ndarray, float]], path: Path
+    wanted: list[int], got: dict[int, tuple[np.ndarray, float]], name: str
 ) -> tuple[np.ndarray, list[float]]:
     if not got:
         raise MediaError(
-            f"could not decode any frame of {path}: the file is corrupt or not a supported "
+            f"could not decode any frame of {name}: the file is corrupt or not a supported "
             f"video ({SUPPORTED_VIDEO})"
         )
     good = sorted(got)
@@ -319,7 +293,7 @@ def _assemble(
         logger.warning(
             "%s: %d wanted frame(s) past the end of the stream or undecodable (first %d); "
             "repeating the nearest earlier good frame",
-            path,
+            name,
             len(missing),
             missing[0],
         )
@@ -370,10 +344,13 @@ def iter_frames(
 def _iterate(
     path: str | os.PathLike, stride: int, size: int | None, limits: VideoLimits
 ) -> Iterator[tuple[int, float, np.ndarray]]:
-    cap, info = _open(path, limits)
-    reader = _Reader(cap, info, limits, Path(path))
+    opened = _open(path, limits)
+    info = opened.info
     skipped = 0
     try:
+        # Every frame is grabbed, and a grab decodes, whatever the stride.
+        check_decode_work(info.frame_count, info.width, info.height, limits, opened.name)
+        reader = opened.reader(limits)
         while reader.grab():
             if reader.position % stride:
                 continue
@@ -383,9 +360,9 @@ def _iterate(
                 continue
             yield reader.position, reader.timestamp, frame
     finally:
-        cap.release()
+        opened.cap.release()
         if skipped:
-            logger.warning("%s: skipped %d frame(s) that failed to decode", path, skipped)
+            logger.warning("%s: skipped %d frame(s) that failed to decode", opened.name, skipped)
 
 
 def decode_clip(
@@ -395,14 +372,18 @@ def decode_clip(
     mode: Literal["uniform", "segments"] = "uniform",
     rng: np.random.Generator | None = None,
     limits: VideoLimits = DEFAULT_VIDEO_LIMITS,
+    should_stop: StopCheck = None,
 ) -> Clip:
     """Sample ``num_frames`` frames from a video path, bytes or stream.
 
     ``mode="uniform"`` takes segment centres; ``mode="segments"`` is TSN sampling, random
     within each segment when ``rng`` is given. Short videos are padded with their last frame.
+    Frames are read as by :func:`read_frames` (seeking when they are few and far apart),
+    and ``should_stop`` ends the read early in the same way.
 
     Raises:
-        MediaError: the input is not a readable video within ``limits``.
+        MediaError: the input is not a readable video within ``limits``
+            (:class:`~captioner.video.DecodeCancelled` when ``should_stop`` said to stop).
         ValueError: an argument is invalid.
     """
     if mode not in ("uniform", "segments"):
@@ -411,13 +392,15 @@ def decode_clip(
         raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
     size = _check_size(size)
     with local_video(source, limits) as path:
-        cap, info = _open(path, limits)
+        opened = _open(path, limits)
+        info = opened.info
         try:
             if mode == "uniform":
                 indices = uniform_indices(info.frame_count, num_frames)
             else:
                 indices = segment_indices(info.frame_count, num_frames, rng)
-            frames, stamps = _read_sequential(_Reader(cap, info, limits, path), indices, size)
-        finally:
-            cap.release()
+        except BaseException:
+            opened.cap.release()
+            raise
+        frames, stamps = _read(opened, indices, size, limits, should_stop)
     return Clip(frames=frames, timestamps=stamps, info=info, indices=indices)
