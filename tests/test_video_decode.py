@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 from pathlib import Path
@@ -14,12 +15,14 @@ from captioner.media import MediaError
 from captioner.video import (
     DEFAULT_VIDEO_LIMITS,
     DecodeCancelled,
+    VideoInfo,
     VideoLimits,
     decode_clip,
     iter_frames,
     read_frames,
 )
 from captioner.video import decode as video_decode
+from captioner.video import readers as video_readers
 
 SIDE, FPS, LONG = 64, 30.0, 1200
 
@@ -148,3 +151,17 @@ def test_should_stop_that_never_fires_changes_nothing(long_clip: Path) -> None:
     watched = decode_clip(long_clip, 6, should_stop=lambda: False)
     np.testing.assert_array_equal(plain.frames, watched.frames)
     assert plain.indices == watched.indices
+
+
+def test_a_header_that_understates_the_frames_is_caught_while_reading(
+    long_clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    header = video_readers._header
+
+    def lying(*args: object) -> VideoInfo:
+        info = header(*args)
+        return dataclasses.replace(info, frame_count=10, duration_s=10 / info.fps)
+
+    monkeypatch.setattr(video_readers, "_header", lying)
+    with pytest.raises(MediaError, match="its header said 10 frames of 64x64"):
+        read_frames(long_clip, list(range(0, LONG, 4)), limits=TIGHT)

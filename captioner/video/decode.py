@@ -180,6 +180,7 @@ class Reader:
         self.origin = 0.0  # timestamp of frame 0: seeks are verified relative to it
         self.stamped = False  # whether the last grabbed frame carried its own timestamp
         self.grabbed = 0  # frames decoded by grab() (seeks decode more, inside OpenCV)
+        self.frame_pixels = info.width * info.height  # raised if decoded frames are larger
 
     def grab(self) -> bool:
         """Advance one frame; False at the end of the stream or on a broken one."""
@@ -215,7 +216,7 @@ class Reader:
                 f"{self.name} has more than {limits.max_frames} frames (its header "
                 f"said {info.frame_count}); cut it or lower its frame rate first"
             )
-        if self.grabbed * info.width * info.height > limits.max_decode_pixels:
+        if self.grabbed * self.frame_pixels > limits.max_decode_pixels:
             raise MediaError(
                 f"{self.name} needs more than {limits.max_decode_pixels:.3g} pixels decoded "
                 f"(its header said {info.frame_count} frames of {info.width}x{info.height}); "
@@ -231,6 +232,7 @@ class Reader:
         if not ok or frame is None or frame.size == 0:
             return None
         check_frame_size(frame.shape[1], frame.shape[0], self.limits, self.name)
+        self.frame_pixels = max(self.frame_pixels, frame.shape[0] * frame.shape[1])
         return to_rgb(frame, size)
 
     def seek(self, index: int) -> None:
