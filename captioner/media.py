@@ -14,11 +14,18 @@ import os
 import re
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from captioner.intake import (
+    MediaError,
+    UnsupportedFormat,
+    check_byte_count,
+    check_local_file,
+    describe_video,
+)
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -60,14 +67,6 @@ def _pillow_openers() -> frozenset[str]:
     """Formats this Pillow build can open (loads all plugins the first time)."""
     Image.init()
     return frozenset(Image.OPEN)
-
-
-class MediaError(ValueError):
-    """An input could not be read as an image; the message says why and what to do."""
-
-
-class UnsupportedFormat(MediaError):
-    """The bytes are not an allowed type at all (text, another format): HTTP 415, not 422."""
 
 
 @dataclass(frozen=True)
@@ -218,22 +217,10 @@ def _read_bytes(source: object, limits: ImageLimits) -> bytes:
 
 
 def _read_path(source: str | os.PathLike, limits: ImageLimits) -> bytes:
-    path = Path(os.fspath(source))
-    text = str(source)
-    if text.startswith(("http://", "https://")):
-        raise MediaError(f"URLs are never fetched: {text}; download the image and pass the file")
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise MediaError(f"no such file: {path}") from None
-    except OSError as exc:
-        raise MediaError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if path.is_dir():
-        raise MediaError(f"{path} is a directory; pass an image file")
-    _check_byte_count(size, limits, str(path))
+    path = check_local_file(source, "image", limits.max_bytes)
     try:
         with path.open("rb") as fh:
-            # Read one byte past the cap: the file may have grown since stat().
+            # Read one byte past the cap: the file may have grown since it was checked.
             data = fh.read(limits.max_bytes + 1)
     except OSError as exc:
         raise MediaError(f"cannot read {path}: {exc.strerror or exc}") from None
@@ -242,16 +229,17 @@ def _read_path(source: str | os.PathLike, limits: ImageLimits) -> bytes:
 
 
 def _check_byte_count(n: int, limits: ImageLimits, what: str, at_least: bool = False) -> None:
-    if n > limits.max_bytes:
-        size = "larger than" if at_least else f"{n} bytes, above"
-        raise MediaError(
-            f"{what} is {size} the {limits.max_bytes}-byte limit "
-            f"({limits.max_bytes / 2**20:.4g} MiB); compress or resize the image first"
-        )
+    check_byte_count(n, limits.max_bytes, what, "image", at_least)
 
 
 def _decode_bytes(data: bytes, limits: ImageLimits, draft: tuple[int, int] | None) -> Image.Image:
     sniffed = sniff_image_format(data)
+    video = describe_video(data) if sniffed is None else None
+    if video is not None:
+        raise UnsupportedFormat(
+            f"input is a video ({video}), not an image; send videos to /v1/activity or "
+            "`captioner activity`"
+        )
     if sniffed is not None and not _sniffed_allowed(sniffed, limits):
         raise UnsupportedFormat(
             f"image format {sniffed} is not allowed: {_expected(limits)} expected; "

@@ -6,13 +6,16 @@ import io
 import logging
 import os
 import tempfile
+from collections.abc import MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
-from captioner.media import MediaError
+from captioner.media import MediaError, UnsupportedFormat
 from captioner.video import (
     FFMPEG_OPTIONS_ENV,
     Clip,
@@ -24,11 +27,13 @@ from captioner.video import (
     probe_video,
     read_frames,
     read_frames_seek,
+    restrict_ffmpeg_protocols,
     segment_indices,
     sliding_windows,
     sniff_video_format,
     uniform_indices,
 )
+from captioner.video import intake as video_intake
 
 W, H, N, FPS = 64, 48, 40, 10.0
 FORMATS = {"mp4": "mp4v", "avi": "MJPG"}
@@ -342,14 +347,141 @@ def test_limits_validated() -> None:
         VideoLimits(max_seconds=float("inf"))
 
 
-def test_ffmpeg_restricted_to_local_files(mp4: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def unrestricted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process that has not restricted FFmpeg yet, with the variable unset."""
+    monkeypatch.setattr(video_intake, "_restricted", False)
     monkeypatch.delenv(FFMPEG_OPTIONS_ENV, raising=False)
+
+
+class RecordingEnviron(MutableMapping):
+    """Stands in for os.environ and records every write."""
+
+    def __init__(self, data: dict[str, str]):
+        self.data, self.writes = dict(data), []
+
+    def __getitem__(self, key: str) -> str:
+        return self.data[key]
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self.writes.append((key, value))
+        self.data[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        self.writes.append((key, None))
+        del self.data[key]
+
+    def __iter__(self):
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def test_ffmpeg_restricted_to_local_files(mp4: Path, unrestricted: None) -> None:
     probe_video(mp4)
     assert "protocol_whitelist;file" in os.environ[FFMPEG_OPTIONS_ENV].split("|")
-    # The user's own options survive; a wider whitelist does not.
+
+
+def test_ffmpeg_wider_whitelist_replaced_and_other_options_kept(
+    monkeypatch: pytest.MonkeyPatch, unrestricted: None, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv(FFMPEG_OPTIONS_ENV, "rw_timeout;5000000|protocol_whitelist;file,http,tcp")
-    read_frames(mp4, [1])
+    with caplog.at_level(logging.WARNING, logger="captioner.video"):
+        restrict_ffmpeg_protocols()
     assert sorted(os.environ[FFMPEG_OPTIONS_ENV].split("|")) == [
         "protocol_whitelist;file",
         "rw_timeout;5000000",
     ]
+    assert "local files only" in caplog.text
+
+
+def test_environment_written_once_then_only_read(
+    mp4: Path, monkeypatch: pytest.MonkeyPatch, unrestricted: None
+) -> None:
+    recording = RecordingEnviron(os.environ)
+    monkeypatch.setattr(os, "environ", recording)
+    restrict_ffmpeg_protocols()  # what the service does at start-up
+    restrict_ffmpeg_protocols()
+    assert recording.writes == [(FFMPEG_OPTIONS_ENV, "protocol_whitelist;file")]
+
+
+def test_capture_opens_never_write_the_environment(
+    mp4: Path, monkeypatch: pytest.MonkeyPatch, unrestricted: None
+) -> None:
+    restrict_ffmpeg_protocols()
+    recording = RecordingEnviron(os.environ)
+    monkeypatch.setattr(os, "environ", recording)
+    probe_video(mp4)
+    read_frames(mp4, [0, 30])
+    decode_clip(mp4.read_bytes(), 4)
+    list(iter_frames(mp4, stride=20))
+    assert recording.writes == []
+    # Something else widens the whitelist later: opens are refused, never rewritten.
+    recording.data[FFMPEG_OPTIONS_ENV] = "protocol_whitelist;file,http"
+    with pytest.raises(RuntimeError, match="put 'protocol_whitelist;file' back"):
+        probe_video(mp4)
+    assert recording.writes == []
+
+
+def test_restriction_is_written_once_across_threads(
+    monkeypatch: pytest.MonkeyPatch, unrestricted: None
+) -> None:
+    recording = RecordingEnviron(os.environ)
+    monkeypatch.setattr(os, "environ", recording)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: restrict_ffmpeg_protocols(), range(64)))
+    assert len(recording.writes) == 1
+
+
+# ------------------------------------------------------------------------ uploads and kinds
+
+
+def test_messages_about_uploads_do_not_name_the_temp_file(mp4: Path, private_tmp: Path) -> None:
+    data = mp4.read_bytes()
+    with pytest.raises(MediaError) as truncated:
+        decode_clip(data[: len(data) * 3 // 10], 4)
+    with local_video(data) as path:  # as the service's timeline does: one upload, two reads
+        with pytest.raises(MediaError) as too_long:
+            probe_video(path, VideoLimits(max_frames=30))
+        with pytest.raises(MediaError) as too_wide:
+            read_frames(path, [1], limits=VideoLimits(max_width=32))
+    for error in (truncated, too_long, too_wide):
+        message = str(error.value)
+        assert "the uploaded video" in message
+        assert str(private_tmp) not in message and "captioner-video-" not in message
+    assert "could not decode the uploaded video" in str(truncated.value)
+    assert "the uploaded video has 40 frames" in str(too_long.value)
+    # A path given by the caller is still named.
+    with pytest.raises(MediaError, match=str(mp4)):
+        probe_video(mp4, VideoLimits(max_frames=30))
+
+
+def jpeg_with_xmp() -> bytes:
+    """A real JPEG whose XMP block (right after SOI) names a URL, as cameras' files do."""
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 20, 20)).save(buf, "JPEG")
+    xmp = b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta xmlns:x='adobe:ns:meta/'/>"
+    segment = b"\xff\xe1" + (len(xmp) + 2).to_bytes(2, "big") + xmp
+    data = buf.getvalue()
+    return data[:2] + segment + data[2:]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "label"), [("JPEG", "JPEG"), ("PNG", "PNG"), ("WEBP", "WebP"), ("GIF", "GIF")]
+)
+def test_image_given_as_video_says_where_images_go(fmt: str, label: str, tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 20, 20)).save(buf, fmt)
+    path = tmp_path / "holiday.mp4"
+    path.write_bytes(buf.getvalue())
+    for call in (lambda: decode_clip(buf.getvalue(), 4), lambda: probe_video(path)):
+        with pytest.raises(UnsupportedFormat) as info:
+            call()
+        assert f"is an image ({label}), not a video" in str(info.value)
+        assert "/v1/caption or `captioner caption`" in str(info.value)
+
+
+def test_jpeg_naming_a_url_in_its_metadata_is_called_an_image() -> None:
+    with pytest.raises(UnsupportedFormat, match=r"image \(JPEG\), not a video"):
+        decode_clip(jpeg_with_xmp(), 4)

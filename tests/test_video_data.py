@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from captioner.data.videos import ClipFiles, load_video_dataset
-from captioner.video import decode_clip
+from captioner.video import VideoLimits, decode_clip
 
 
 def write_video(path: Path, frames: int = 10, size: int = 32, seed: int = 0) -> Path:
@@ -244,3 +244,17 @@ def test_a_corrupt_video_gives_an_error_string_not_an_exception(tmp_path) -> Non
     for item in items[1:]:
         assert item["image"].shape == (2, 3, 3, 16, 16) and item["image"].dtype == torch.uint8
         assert not item["image"].any()
+
+
+def test_clip_files_apply_the_limits_they_are_given(tmp_path) -> None:
+    short = write_video(tmp_path / "short.mp4", frames=6)
+    long = write_video(tmp_path / "long.mp4", frames=30)
+    # A classifier's limits, as `captioner activity` passes them: at most 20 frames, 2 s.
+    limits = VideoLimits(max_frames=20, max_seconds=2.0)
+    files = ClipFiles([short, long], num_frames=4, size=16, limits=limits)
+    assert files[0]["error"] == ""
+    error = files[1]["error"]
+    assert "above the 2-second limit" in error or "above the 20-frame limit" in error
+    assert files[1]["image"].shape == (1, 4, 3, 16, 16) and not files[1]["image"].any()
+    # Without limits of its own, a ClipFiles keeps the defaults.
+    assert ClipFiles([long], num_frames=4, size=16)[0]["error"] == ""

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from captioner.media import MediaError
-from captioner.video import VIDEO_SUFFIXES, decode_clip
+from captioner.video import DEFAULT_VIDEO_LIMITS, VIDEO_SUFFIXES, VideoLimits, decode_clip
 
 _LAYOUTS = (
     "expected one folder per class holding " + ", ".join(sorted(VIDEO_SUFFIXES)) + " files, "
@@ -156,14 +156,22 @@ class ClipFiles(Dataset):
 
     Sample 0 takes segment centres (the test-time clip); samples 1.. take a random frame in each
     segment (TSN), seeded per video, so training can draw a different clip each epoch from the
-    cache. Unreadable videos become ``error`` strings.
+    cache. Unreadable videos, and videos over ``limits`` (a classifier's, for
+    ``captioner activity``), become ``error`` strings.
     """
 
     def __init__(
-        self, paths: list[Path], num_frames: int, size: int, samples: int = 1, seed: int = 0
+        self,
+        paths: list[Path],
+        num_frames: int,
+        size: int,
+        samples: int = 1,
+        seed: int = 0,
+        *,
+        limits: VideoLimits = DEFAULT_VIDEO_LIMITS,
     ):
         self.paths, self.num_frames, self.size = paths, num_frames, size
-        self.samples, self.seed = samples, seed
+        self.samples, self.seed, self.limits = samples, seed, limits
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -174,7 +182,9 @@ class ClipFiles(Dataset):
             for k in range(self.samples):
                 rng = np.random.default_rng([self.seed, index, k]) if k else None
                 mode = "segments" if k else "uniform"
-                clip = decode_clip(self.paths[index], self.num_frames, self.size, mode, rng)
+                clip = decode_clip(
+                    self.paths[index], self.num_frames, self.size, mode, rng, limits=self.limits
+                )
                 clips.append(torch.from_numpy(clip.frames).permute(0, 3, 1, 2))  # (T, 3, S, S)
             return {"index": index, "image": torch.stack(clips), "error": ""}
         except MediaError as exc:
