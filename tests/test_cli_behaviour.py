@@ -66,7 +66,8 @@ def test_options_are_checked_before_the_model_loads(no_model, tmp_path, caplog) 
     one_error_line(caplog)
 
 
-def test_quiet_and_verbose_work_after_the_subcommand(fast_load, tiny_bundle, tmp_path, caplog):
+@pytest.mark.usefixtures("fast_load")
+def test_quiet_and_verbose_work_after_the_subcommand(tiny_bundle, tmp_path, caplog):
     img = save_image(tmp_path / "a.jpg", seed=1)
     out = tmp_path / "out.jsonl"
     caplog.set_level(logging.DEBUG)
@@ -90,14 +91,16 @@ def test_progress_bars_only_on_a_terminal(monkeypatch) -> None:
         progress.set_quiet(False)
 
 
-def test_no_carriage_returns_when_stderr_is_a_file(fast_load, tiny_bundle, tmp_path, capfd):
+@pytest.mark.usefixtures("fast_load")
+def test_no_carriage_returns_when_stderr_is_a_file(tiny_bundle, tmp_path, capfd):
     for i in range(3):
         save_image(tmp_path / "in" / f"{i}.jpg", seed=i)
     assert run(tiny_bundle, str(tmp_path / "in"), "--out", str(tmp_path / "o.jsonl")) == 0
     assert "\r" not in capfd.readouterr().err
 
 
-def test_a_missing_input_is_said_on_stderr_too(fast_load, tiny_bundle, tmp_path, caplog):
+@pytest.mark.usefixtures("fast_load")
+def test_a_missing_input_is_said_on_stderr_too(tiny_bundle, tmp_path, caplog):
     missing = str(tmp_path / "nope.jpg")
     out = tmp_path / "out.jsonl"
     assert run(tiny_bundle, missing, "--out", str(out)) == 1
@@ -105,7 +108,8 @@ def test_a_missing_input_is_said_on_stderr_too(fast_load, tiny_bundle, tmp_path,
     assert read_jsonl(out)[0]["path"] == missing
 
 
-def test_n_best_with_csv_keeps_the_alternatives(fast_load, tiny_bundle, tmp_path) -> None:
+@pytest.mark.usefixtures("fast_load")
+def test_n_best_with_csv_keeps_the_alternatives(tiny_bundle, tmp_path) -> None:
     img = save_image(tmp_path / "a.jpg", seed=3)
     out = tmp_path / "out.csv"
     assert run(tiny_bundle, str(img), "--beam-size", "3", "--n-best", "3", "--out", str(out)) == 0
@@ -115,7 +119,8 @@ def test_n_best_with_csv_keeps_the_alternatives(fast_load, tiny_bundle, tmp_path
     assert len(alternatives) == 3 and alternatives[0]["caption"] == row["caption"]
 
 
-def test_resuming_an_empty_csv_writes_its_header(fast_load, tiny_bundle, tmp_path) -> None:
+@pytest.mark.usefixtures("fast_load")
+def test_resuming_an_empty_csv_writes_its_header(tiny_bundle, tmp_path) -> None:
     imgs = [save_image(tmp_path / "in" / f"{i}.jpg", seed=i) for i in range(2)]
     out = tmp_path / "out.csv"
     out.write_text("")  # the disk filled up before the header was written
@@ -126,7 +131,8 @@ def test_resuming_an_empty_csv_writes_its_header(fast_load, tiny_bundle, tmp_pat
     assert sorted(r["path"] for r in rows) == sorted(str(p) for p in imgs)
 
 
-def test_resuming_a_csv_with_other_columns_is_refused(fast_load, tiny_bundle, tmp_path, caplog):
+@pytest.mark.usefixtures("fast_load")
+def test_resuming_a_csv_with_other_columns_is_refused(tiny_bundle, tmp_path, caplog):
     img = save_image(tmp_path / "a.jpg", seed=1)
     out = tmp_path / "out.csv"
     out.write_text("path,label,score\nx.mp4,static,0.9\n")
@@ -137,9 +143,8 @@ def test_resuming_a_csv_with_other_columns_is_refused(fast_load, tiny_bundle, tm
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
-def test_a_full_disk_is_one_clear_message_and_exit_1(
-    fast_load, tiny_bundle, tmp_path, caplog, suffix
-) -> None:
+@pytest.mark.usefixtures("fast_load")
+def test_a_full_disk_is_one_clear_message_and_exit_1(tiny_bundle, tmp_path, caplog, suffix) -> None:
     img = save_image(tmp_path / "a.jpg", seed=1)
     out = tmp_path / f"out{suffix}"
     out.symlink_to("/dev/full")  # every write fails with ENOSPC
