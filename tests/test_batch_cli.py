@@ -203,7 +203,7 @@ def test_resume_of_a_finished_run_adds_nothing(fast_load, tiny_bundle, tmp_path)
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--n-best", "5", "--beam-size", "2"], "n_best"),
+        (["--n-best", "5", "--beam-size", "2"], "--n-best 5"),
         (["--out", "captions.txt"], ".jsonl or .csv"),
     ],
 )

