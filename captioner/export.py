@@ -171,6 +171,23 @@ def _known_warnings():
         yield
 
 
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter's own INFO lines (graph passes, optimisations) show only under -v."""
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def _require_onnx() -> None:
     try:
         import onnx  # noqa: F401
@@ -193,7 +210,15 @@ def _export_onnx(module: nn.Module, spec: dict, path: Path, opset: int) -> None:
     """The dynamo exporter, weights inside the file, batch dimension dynamic on every input."""
     batch = torch.export.Dim("batch", min=1, max=4096)
     names = [i["name"] for i in spec["inputs"]]
-    program = torch.onnx.export(
+    with _quiet_exporter():
+        program = _onnx_program(module, spec, names, batch, opset)
+    program.save(str(path), external_data=False)
+
+
+def _onnx_program(
+    module: nn.Module, spec: dict, names: list[str], batch: Any, opset: int
+) -> Any:
+    return torch.onnx.export(
         module,
         _example_inputs(spec, 2),
         input_names=names,
@@ -204,7 +229,6 @@ def _export_onnx(module: nn.Module, spec: dict, path: Path, opset: int) -> None:
         verbose=False,  # the exporter's progress lines would mix into the CLI's JSON on stdout
         dynamic_shapes={name: {0: batch} for name in _forward_arg_names(module, len(names))},
     )
-    program.save(str(path), external_data=False)
 
 
 def _forward_arg_names(module: nn.Module, count: int) -> list[str]:
