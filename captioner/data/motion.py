@@ -54,6 +54,7 @@ __all__ = [
     "main_track",
     "render_clip",
     "sample_params",
+    "write_video",
 ]
 
 logger = logging.getLogger(__name__)
@@ -74,15 +75,22 @@ def clip_rng(seed: int, split: str, cls: str, index: int) -> np.random.Generator
 _clip_rng = clip_rng  # the old private name, kept importable
 
 
-def _write_video(path: pathlib.Path, frames: np.ndarray, fps: int) -> None:
-    """Write RGB frames as MPEG-4 (``mp4v``), through a temporary name so no half file stays."""
+_CODECS = {".mp4": "mp4v", ".webm": "VP90"}  # MPEG-4 Part 2; VP9, which browsers play
+
+
+def write_video(path: pathlib.Path, frames: np.ndarray, fps: int) -> None:
+    """Write RGB frames as MPEG-4 (``.mp4``) or VP9 WebM (``.webm``), through a temporary name
+    so no half file stays."""
+    codec = _CODECS.get(path.suffix.lower())
+    if codec is None:
+        raise ValueError(f"{path.name}: write .mp4 or .webm videos")
     tmp = path.with_name(path.stem + ".part" + path.suffix)  # FFmpeg picks the container by suffix
     height, width = frames.shape[1:3]
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*codec), float(fps), (width, height))
     if not writer.isOpened():
         raise RuntimeError(
-            f"OpenCV could not open an mp4v video writer for {tmp}; install an OpenCV build with "
-            "FFmpeg (the opencv-python-headless wheel has it) and check the folder is writable"
+            f"OpenCV could not open a {codec} video writer for {tmp}; install an OpenCV build "
+            "with FFmpeg (the opencv-python-headless wheel has it) and check the folder is writable"
         )
     try:
         for frame in frames:
@@ -90,7 +98,7 @@ def _write_video(path: pathlib.Path, frames: np.ndarray, fps: int) -> None:
     finally:
         writer.release()
     if not tmp.is_file() or tmp.stat().st_size == 0:
-        raise RuntimeError(f"OpenCV wrote no data to {tmp}; its FFmpeg backend may lack MPEG-4")
+        raise RuntimeError(f"OpenCV wrote no data to {tmp}; its FFmpeg backend may lack {codec}")
     os.replace(tmp, path)
 
 
@@ -119,7 +127,7 @@ def _generate_split(
         params = sample_params(rng, cls, settings["frames"])
         frames = render_clip(params, rng, settings["size"])
         file_name = f"{split}/{cls}/{index:06d}.mp4"
-        _write_video(out / file_name, frames, settings["fps"])
+        write_video(out / file_name, frames, settings["fps"])
         clips.append(
             {"file": file_name, "class": cls, "label": label, "index": index, "params": params}
         )
