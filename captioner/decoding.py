@@ -211,7 +211,8 @@ def beam_search(
         best_live = scores[:, 0]  # -inf when no beam can go on
         if alpha_lp == 0:  # exact: a live score only falls
             done = pool.score[:, cfg.n_best - 1] >= best_live
-        else:  # today's heuristic: K finished, all ahead of every live beam by raw log-prob
+        else:  # a longer caption may still win after the penalty: heuristic, as before -
+            # stop once K finished all lead every live beam by raw log-prob
             done = pool.log_prob.min(dim=1).values >= best_live
         if t == L:
             done = torch.ones_like(done)
