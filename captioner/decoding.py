@@ -10,8 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from captioner.models.caption import CaptionDecoder
+
+NEG_INF = float("-inf")
 
 
 @dataclass
@@ -27,7 +30,14 @@ class Hypothesis:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Decoding options. ``length_penalty`` alpha divides scores by ``((5 + len) / 6) ** alpha``."""
+    """Decoding options.
+
+    ``max_len`` counts words: a caption has at most ``max_len`` words followed by ``<end>``, so
+    the search takes up to ``max_len + 1`` steps, the last of which can only be ``<end>`` (the
+    same limit training applies to its targets). ``min_len`` is the fewest words before
+    ``<end>``. ``length_penalty`` alpha divides scores by ``((5 + len) / 6) ** alpha``, where
+    ``len`` counts the words plus ``<end>``.
+    """
 
     beam_size: int = 3
     max_len: int = 20
@@ -55,10 +65,8 @@ class SearchConfig:
             )
 
 
-def _penalty(lengths: torch.Tensor, alpha: float) -> torch.Tensor:
-    if alpha == 0:
-        return torch.ones_like(lengths, dtype=torch.float32)
-    return ((5.0 + lengths.float()) / 6.0) ** alpha
+def _penalty(length: int, alpha: float) -> float:
+    return ((5.0 + length) / 6.0) ** alpha
 
 
 def _banned_mask(model: CaptionDecoder, cfg: SearchConfig, device: torch.device) -> torch.Tensor:
@@ -67,6 +75,21 @@ def _banned_mask(model: CaptionDecoder, cfg: SearchConfig, device: torch.device)
     banned[[c.pad_id, c.start_id, *cfg.suppress]] = True
     banned[c.end_id] = False
     return banned
+
+
+def _step_log_probs(
+    logp: torch.Tensor, t: int, banned: torch.Tensor, cfg: SearchConfig, end_id: int
+) -> torch.Tensor:
+    """Mask step ``t`` (0-based, = words so far): banned ids, ``<end>`` before ``min_len``
+    words, and everything but ``<end>`` once ``max_len`` words are out."""
+    logp = logp.masked_fill(banned, NEG_INF)
+    if t < cfg.min_len:
+        logp[:, end_id] = NEG_INF
+    if t == cfg.max_len:
+        end = logp[:, end_id].clone()
+        logp = torch.full_like(logp, NEG_INF)
+        logp[:, end_id] = end
+    return logp
 
 
 @torch.inference_mode()
@@ -84,18 +107,17 @@ def greedy_search(
     done = torch.zeros(B, dtype=torch.bool, device=features.device)
     total = torch.zeros(B, device=features.device)
     seq, alphas = [], []
-    for t in range(cfg.max_len):
+    for t in range(cfg.max_len + 1):
         logp, state, alpha = model.step(state, tokens)
-        logp = logp.masked_fill(banned, float("-inf"))
-        if t < cfg.min_len:
-            logp[:, c.end_id] = float("-inf")
-        best, tokens = logp.max(dim=-1)
-        total += torch.where(done, torch.zeros_like(best), best)
-        tokens = tokens.masked_fill(done, c.pad_id)
+        best, tokens = _step_log_probs(logp, t, banned, cfg, c.end_id).max(dim=-1)
+        # A row with nothing allowed (only possible at the last step) stays unfinished.
+        stuck = done | torch.isinf(best)
+        total += torch.where(stuck, torch.zeros_like(best), best)
+        tokens = tokens.masked_fill(stuck, c.pad_id)
         seq.append(tokens)
         if alpha is not None:
             alphas.append(alpha)
-        done = done | (tokens == c.end_id)
+        done = stuck | (tokens == c.end_id)
         if bool(done.all()):
             break
     seq_t = torch.stack(seq, dim=1)  # (B, T)
@@ -113,7 +135,7 @@ def _hypothesis(
     finished = c.end_id in ids
     words = ids[: ids.index(c.end_id)] if finished else [i for i in ids if i != c.pad_id]
     length = len(words) + int(finished)
-    score = log_prob / float(_penalty(torch.tensor(length), cfg.length_penalty))
+    score = log_prob / _penalty(length, cfg.length_penalty)
     att = attention[: len(words)].float().cpu() if attention is not None else None
     return Hypothesis(words, log_prob, score, finished, att)
 
@@ -124,101 +146,181 @@ def beam_search(
 ) -> list[list[Hypothesis]]:
     """Beam search for a (B, N, C) batch; returns the ``n_best`` hypotheses per image, best first.
 
-    Finished beams stay in the beam with their score frozen (their only continuation is
-    ``<pad>`` at zero cost), so finished and live hypotheses compete for the K places. Images
-    whose K beams have all finished leave the batch, so the remaining steps cost less. When the
-    length limit is hit before any beam ends, the best unfinished beams are returned (marked
-    ``finished=False``) instead of failing.
+    Each image keeps K live beams and, apart from them, its K best finished hypotheses, so a
+    finished caption is never pushed out by live beams that score higher now and worse later.
+    Without a length penalty an image stops as soon as no live beam can beat its ``n_best``-th
+    finished hypothesis (a live score only falls), which makes the result exact for the
+    candidates the beam kept; with a penalty it stops once its K finished hypotheses all
+    outscore the best live beam by raw log-prob. Finished hypotheses always rank first; only
+    when fewer than ``n_best`` finished, the best live beams of the last step fill the list,
+    marked ``finished=False``.
     """
     cfg = cfg or SearchConfig()
     cfg.validate(model.vocab_size)
     c = model.config
-    B, K, V, T, dev = (
+    B, K, V, L, dev = (
         features.size(0),
         cfg.beam_size,
         model.vocab_size,
         cfg.max_len,
         features.device,
     )
+    alpha_lp = cfg.length_penalty
     state = model.init_state(features)
     state = state.select(torch.arange(B, device=dev).repeat_interleave(K))  # (B*K, ...)
     want_att = cfg.return_attention and state.memory is not None
     N = state.memory.size(1) if want_att else 0
 
-    # Results, written as images finish: (B, K, T) tokens, (B, K) scores, (B, K, T, N) attention.
-    out_seqs = torch.full((B, K, T), c.pad_id, dtype=torch.long, device=dev)
-    out_scores = torch.zeros(B, K, device=dev)
-    out_atts = torch.zeros(B, K, T, N, device=dev) if want_att else None
-
     alive = torch.arange(B, device=dev)  # images still searching
-    scores = torch.full((B, K), float("-inf"), device=dev)
+    # Live beams: (A, K) raw log-probs, (A, K, t) words, (A, K, t, N) attention.
+    scores = torch.full((B, K), NEG_INF, device=dev)
     scores[:, 0] = 0.0  # all K beams start identical: expand only the first
-    tokens = torch.full((B * K,), c.start_id, dtype=torch.long, device=dev)
-    finished = torch.zeros(B, K, dtype=torch.bool, device=dev)
     seqs = torch.empty(B, K, 0, dtype=torch.long, device=dev)
     atts = torch.empty(B, K, 0, N, device=dev)
+    tokens = torch.full((B * K,), c.start_id, dtype=torch.long, device=dev)
+    # Finished pool, sorted by final score: (A, K) score, raw log-prob, words; words padded to L.
+    pool = _Pool.empty(B, K, L, N, c.pad_id, dev)
     banned = _banned_mask(model, cfg, dev)
-    pad_only = torch.full((V,), float("-inf"), device=dev)
-    pad_only[c.pad_id] = 0.0
-    exact_stop = cfg.length_penalty == 0
+    results: list[list[Hypothesis] | None] = [None] * B
 
-    def flush(which: torch.Tensor, upto: int) -> None:
-        ids = alive[which]
-        out_seqs[ids, :, :upto] = seqs[which]
-        out_scores[ids] = scores[which]
-        if out_atts is not None:
-            out_atts[ids, :, :upto] = atts[which]
-
-    for t in range(T):
+    for t in range(L + 1):
         A = alive.numel()
         logp, state, alpha = model.step(state, tokens)  # (A*K, V), (A*K, N)
-        logp = logp.masked_fill(banned, float("-inf"))
-        if t < cfg.min_len:
-            logp[:, c.end_id] = float("-inf")
-        logp = torch.where(finished.view(-1, 1), pad_only, logp).view(A, K, V)
-        scores, top_idx = (scores.unsqueeze(-1) + logp).view(A, K * V).topk(K, dim=1)
+        logp = _step_log_probs(logp, t, banned, cfg, c.end_id).view(A, K, V)
+        total = scores.unsqueeze(-1) + logp  # (A, K, V)
+        # (A, K, t + 1, N): each beam's words so far, then what it looked at for this step
+        words_att = torch.cat([atts, alpha.float().view(A, K, 1, N)], 2) if want_att else None
+        ended = total[:, :, c.end_id].clone()  # (A, K): each live beam closed with <end> now
+        pool.add(ended, ended / _penalty(t + 1, alpha_lp), seqs, words_att)
+        prev = (scores, seqs, atts)  # the fallback if this step leaves too few finished
+
+        total[:, :, c.end_id] = NEG_INF
+        scores, top_idx = total.view(A, K * V).topk(K, dim=1)
         beam = torch.div(top_idx, V, rounding_mode="floor")  # (A, K) parent beam
         word = top_idx % V  # (A, K)
-
         seqs = torch.cat(
             [seqs.gather(1, beam.unsqueeze(-1).expand_as(seqs)), word.unsqueeze(-1)], 2
         )
         if want_att:
             parent = beam.view(A, K, 1, 1)
-            step_att = alpha.float().view(A, K, 1, N).gather(1, parent.expand(A, K, 1, N))
-            atts = torch.cat([atts.gather(1, parent.expand_as(atts)), step_att], dim=2)
-        finished = finished.gather(1, beam) | (word == c.end_id)
+            atts = words_att.gather(1, parent.expand(A, K, t + 1, N))
         offsets = (torch.arange(A, device=dev) * K).unsqueeze(1)
         state = state.reorder_beams((beam + offsets).view(-1))
         tokens = word.view(-1)
 
-        # Beams are sorted by score and a live beam's score only falls, so once the top n_best
-        # beams have all finished nothing can overtake them (exact without a length penalty).
-        done = finished[:, : cfg.n_best].all(dim=1) if exact_stop else finished.all(dim=1)
-        if t == T - 1 or bool(done.all()):
-            flush(torch.ones_like(done), t + 1)
-            break
+        best_live = scores[:, 0]  # -inf when no beam can go on
+        if alpha_lp == 0:  # exact: a live score only falls
+            done = pool.score[:, cfg.n_best - 1] >= best_live
+        else:  # a longer caption may still win after the penalty: heuristic, as before -
+            # stop once K finished all lead every live beam by raw log-prob
+            done = pool.log_prob.min(dim=1).values >= best_live
+        if t == L:
+            done = torch.ones_like(done)
         if bool(done.any()):
-            flush(done, t + 1)
+            rows = done.nonzero().squeeze(1)
+            for i, hyps in zip(rows.tolist(), pool.results(rows, prev, cfg, c), strict=True):
+                results[int(alive[i])] = hyps
+            if bool(done.all()):
+                break
             keep = (~done).nonzero().squeeze(1)
-            rows = (keep.unsqueeze(1) * K + torch.arange(K, device=dev)).view(-1)
-            state, tokens = state.select(rows), tokens.index_select(0, rows)
-            alive, scores, finished = alive[keep], scores[keep], finished[keep]
-            seqs, atts = seqs[keep], atts[keep]
+            rows_k = (keep.unsqueeze(1) * K + torch.arange(K, device=dev)).view(-1)
+            state, tokens = state.select(rows_k), tokens.index_select(0, rows_k)
+            alive, scores, seqs, atts = alive[keep], scores[keep], seqs[keep], atts[keep]
+            pool = pool.keep(keep)
+    return [r if r is not None else [] for r in results]
 
-    lengths = (out_seqs != c.pad_id).sum(dim=2)  # words + <end>
-    ranked = out_scores / _penalty(lengths, cfg.length_penalty)
-    order = ranked.argsort(dim=1, descending=True, stable=True)[:, : cfg.n_best]  # (B, n_best)
-    seqs_cpu, scores_cpu, order_cpu = out_seqs.cpu(), out_scores.cpu(), order.cpu()
-    atts_cpu = out_atts.cpu() if out_atts is not None else None
-    results: list[list[Hypothesis]] = []
-    for b in range(B):
-        hyps = []
-        for k in order_cpu[b].tolist():
-            att = atts_cpu[b, k] if atts_cpu is not None else None
-            hyps.append(_hypothesis(seqs_cpu[b, k], float(scores_cpu[b, k]), att, c, cfg))
-        results.append(hyps)
-    return results
+
+@dataclass
+class _Pool:
+    """The K best finished hypotheses of each searching image, best first."""
+
+    score: torch.Tensor  # (A, K) after the length penalty; -inf = empty slot
+    log_prob: torch.Tensor  # (A, K)
+    words: torch.Tensor  # (A, K, L) word ids, padded
+    length: torch.Tensor  # (A, K) number of words
+    att: torch.Tensor | None  # (A, K, L, N) attention per word, when wanted
+    pad_id: int
+
+    @classmethod
+    def empty(cls, B: int, K: int, L: int, N: int, pad_id: int, dev: torch.device) -> _Pool:
+        return cls(
+            torch.full((B, K), NEG_INF, device=dev),
+            torch.full((B, K), NEG_INF, device=dev),
+            torch.full((B, K, L), pad_id, dtype=torch.long, device=dev),
+            torch.zeros(B, K, dtype=torch.long, device=dev),
+            torch.zeros(B, K, L, N, device=dev) if N else None,
+            pad_id,
+        )
+
+    def add(
+        self,
+        log_prob: torch.Tensor,
+        score: torch.Tensor,
+        words: torch.Tensor,
+        att: torch.Tensor | None,
+    ) -> None:
+        """Offer (A, K) new finished hypotheses with (A, K, t) words; keep the best K."""
+        A, K, L = self.words.shape
+        t = words.size(2)
+        both = torch.cat([self.score, score], dim=1)  # (A, 2K)
+        # Stable: on a tie the hypothesis already in the pool (the shorter one) stays ahead.
+        order = both.sort(dim=1, descending=True, stable=True).indices[:, :K]  # (A, K)
+        new_words = F.pad(words, (0, L - t), value=self.pad_id)
+        new_len = torch.full_like(self.length, t)
+        self.score = both.gather(1, order)
+        self.log_prob = torch.cat([self.log_prob, log_prob], 1).gather(1, order)
+        self.length = torch.cat([self.length, new_len], 1).gather(1, order)
+        idx = order.unsqueeze(-1)
+        self.words = torch.cat([self.words, new_words], 1).gather(1, idx.expand(A, K, L))
+        if self.att is not None and att is not None:
+            new_att = F.pad(att[:, :, :t], (0, 0, 0, L - t))  # the <end> step's map is not kept
+            n = self.att.size(3)
+            self.att = torch.cat([self.att, new_att], 1).gather(
+                1, idx.unsqueeze(-1).expand(A, K, L, n)
+            )
+
+    def keep(self, rows: torch.Tensor) -> _Pool:
+        pick = lambda x: x.index_select(0, rows)  # noqa: E731
+        return _Pool(
+            pick(self.score),
+            pick(self.log_prob),
+            pick(self.words),
+            pick(self.length),
+            pick(self.att) if self.att is not None else None,
+            self.pad_id,
+        )
+
+    def results(
+        self, rows: torch.Tensor, prev: tuple, cfg: SearchConfig, c
+    ) -> list[list[Hypothesis]]:
+        """n-best lists for pool ``rows``: finished first, then the live beams ``prev`` held."""
+        want_att = self.att is not None
+        score, log_prob, words, length = (
+            x.index_select(0, rows).cpu()
+            for x in (self.score, self.log_prob, self.words, self.length)
+        )
+        att = self.att.index_select(0, rows).cpu() if self.att is not None else None
+        live_lp, live_words, live_att = (x.index_select(0, rows).cpu() for x in prev)
+        out = []
+        for r in range(rows.numel()):
+            hyps = []
+            for k in range(score.size(1)):
+                if len(hyps) == cfg.n_best or score[r, k] == NEG_INF:
+                    break
+                n = int(length[r, k])
+                a = att[r, k, :n] if att is not None else None
+                hyps.append(
+                    Hypothesis(
+                        words[r, k, :n].tolist(), float(log_prob[r, k]), float(score[r, k]), True, a
+                    )
+                )
+            # Too few finished: the unfinished beams, best first (live beams are sorted).
+            for k in range(cfg.n_best - len(hyps)):
+                a = live_att[r, k] if want_att else None
+                seq = live_words[r, k]
+                hyps.append(_hypothesis(seq, float(live_lp[r, k]), a, c, cfg))
+            out.append(hyps)
+        return out
 
 
 def decode(

@@ -2,9 +2,11 @@
 
 Caption metrics reproduce the coco-caption scorers (the ``pycocoevalcap``
 package) exactly, without Java: corpus BLEU-1..4, CIDEr-D and ROUGE-L. The
-only part of the official pipeline that is approximated is the Stanford PTB
-tokenizer, replaced by :func:`ptb_tokenize`; on already-tokenised text the
-scores match ``pycocoevalcap`` to floating-point precision.
+Stanford PTB tokenizer of the official pipeline is replaced by
+:func:`ptb_tokenize` (in :mod:`captioner.vocab`, re-exported here), which
+matches it on ordinary captions and documents where it differs; on
+already-tokenised text the scores match ``pycocoevalcap`` to floating-point
+precision.
 
 Classification metrics (for the video activity task): top-k accuracy, the
 confusion matrix and per-class accuracy.
@@ -14,9 +16,10 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
+
+from captioner.vocab import PUNCTUATION_TOKENS, ptb_tokenize
 
 __all__ = [
     "PUNCTUATION_TOKENS",
@@ -36,67 +39,10 @@ References = Mapping[Hashable, Sequence[str]]
 Hypotheses = Mapping[Hashable, str]
 NGram = tuple[str, ...]
 
-# The tokens coco-caption drops after PTB tokenisation.
-PUNCTUATION_TOKENS: frozenset[str] = frozenset(
-    ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-"]
-    + [".", "?", "!", ",", ":", "-", "--", "...", ";"]
-)
-# Raw characters that the PTB tokenizer rewrites into one of the tokens above
-# (quotes into `` or '', brackets into -LRB- and friends), so they go too.
-_DROPPED = PUNCTUATION_TOKENS | frozenset('"()[]{}')
-
-_UNICODE_PUNCT = str.maketrans(
-    {
-        "\u2018": "'",
-        "\u2019": "'",
-        "\u201c": '"',
-        "\u201d": '"',
-        "\u2013": "-",
-        "\u2014": "--",
-        "\u2026": "...",
-    }
-)
-# PTB splits clitics off their word: "don't" -> "do n't", "man's" -> "man 's".
-_NOT_CLITIC = re.compile(r"(?<=\w)n't\b")
-_OTHER_CLITIC = re.compile(r"(?<=\w)'(s|re|ve|ll|d|m)\b")
-_CANNOT = re.compile(r"\bcannot\b")
-_TOKEN = re.compile(
-    r"""
-      n't(?![^\W_])                      # clitic already split off
-    | '(?:s|re|ve|ll|d|m)(?![^\W_])      # clitic already split off
-    | \d+(?:[,:]\d+)+                    # 1,000  10:30
-    | (?:[^\W\d_]\.){2,}                 # acronyms: u.s.  a.m.
-    | [^\W_]+(?:[-&/.][^\W_]+)*          # words, t-shirt, black-and-white, 3.5
-    | \S                                 # any other single character
-    """,
-    re.VERBOSE,
-)
-
 _SIGMA = 6.0  # CIDEr-D Gaussian length penalty
 _BETA = 1.2  # ROUGE-L recall weight
 _TINY = 1e-15  # BLEU numerator constant: zero matches give ~0, not an error
 _SMALL = 1e-9  # BLEU denominator constant: avoids division by zero
-
-
-# --------------------------------------------------------------------------- tokenisation
-
-
-def ptb_tokenize(text: str) -> str:
-    """Normalise a caption the way coco-caption does before scoring, without Java.
-
-    Lowercases, splits punctuation and clitics off words (``"don't"`` becomes
-    ``"do n't"``), drops the punctuation tokens coco-caption drops (see
-    :data:`PUNCTUATION_TOKENS`, plus raw quotes and brackets) and joins the
-    rest with single spaces. Hyphenated words, numbers such as ``3.5`` or
-    ``1,000`` and acronyms such as ``u.s.`` stay whole, as in the PTB tokenizer.
-    This is an approximation of Stanford's PTBTokenizer; ordinary captions
-    come out the same.
-    """
-    text = text.translate(_UNICODE_PUNCT).lower()
-    text = _CANNOT.sub("can not", text)
-    text = _NOT_CLITIC.sub(" n't", text)
-    text = _OTHER_CLITIC.sub(r" '\1", text)
-    return " ".join(tok for tok in _TOKEN.findall(text) if tok not in _DROPPED)
 
 
 # --------------------------------------------------------------------------- validation

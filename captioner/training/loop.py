@@ -115,11 +115,41 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def rng_state() -> dict[str, list]:
+    """The torch RNG states as plain lists (uint8 bytes): the CPU one and, when CUDA is
+    available, every device's, so a resumed run draws the same numbers as an unbroken one."""
+    state = {"torch": torch.get_rng_state().tolist()}
+    if torch.cuda.is_available():
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def restore_rng_state(state: dict[str, list]) -> None:
+    """Undo :func:`rng_state`; CUDA states are restored on as many devices as both runs have."""
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    saved = state.get("cuda")
+    if saved and torch.cuda.is_available():
+        devices = torch.cuda.device_count()
+        if len(saved) != devices:
+            log.warning(
+                "checkpoint has CUDA RNG states for %d devices, %d here", len(saved), devices
+            )
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in saved[:devices]])
+
+
+def restore_scaler(scaler: torch.amp.GradScaler, state: dict | None) -> None:
+    """Load a saved GradScaler state (its scale and growth tracker). A disabled scaler saves
+    ``{}``, and loading into a disabled one does nothing."""
+    if state and scaler.is_enabled():
+        scaler.load_state_dict(state)
+
+
 class Checkpointer:
     """``<out>/checkpoint/``: model, optimizer and best weights as safetensors, ``state.json`` last.
 
     ``state.json`` names the files of its epoch and is replaced atomically after they are
-    written, so a run killed at any moment resumes from the last complete epoch.
+    written, so a run killed at any moment resumes from the last complete epoch. It also holds
+    the RNG states (:func:`rng_state`) and the GradScaler state: small numbers, no pickle.
     """
 
     def __init__(self, out_dir: Path):
@@ -129,7 +159,15 @@ class Checkpointer:
     def exists(self) -> bool:
         return self.state_path.is_file()
 
-    def save(self, epoch: int, model: nn.Module, optimizer, best_state, info: dict) -> None:
+    def save(
+        self,
+        epoch: int,
+        model: nn.Module,
+        optimizer,
+        best_state,
+        info: dict,
+        scaler: torch.amp.GradScaler | None = None,
+    ) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         files = {
             "model": f"model-{epoch}.safetensors",
@@ -141,8 +179,14 @@ class Checkpointer:
         _atomic(self.dir / files["optimizer"], lambda p: save_file(opt_tensors, str(p)))
         if best_state is not None and info.get("best_epoch") == epoch:
             _atomic(self.dir / "best.safetensors", lambda p: save_file(best_state, str(p)))
-        rng = {"torch": torch.get_rng_state().tolist()}
-        state = {"epoch": epoch, "files": files, "optimizer": opt_meta, "rng": rng, **info}
+        state = {
+            "epoch": epoch,
+            "files": files,
+            "optimizer": opt_meta,
+            "rng": rng_state(),
+            "scaler": scaler.state_dict() if scaler is not None else {},
+            **info,
+        }
         _atomic(self.state_path, lambda p: p.write_text(json.dumps(state)))
         for old in self.dir.glob("*-*.safetensors"):  # earlier epochs' files
             if old.name not in files.values():
@@ -191,8 +235,12 @@ def fit(
         state, model_sd, optim_sd, best_state = ckpt.load()
         model.load_state_dict(model_sd)
         optimizer.load_state_dict(optim_sd)
-        torch.set_rng_state(torch.tensor(state["rng"]["torch"], dtype=torch.uint8))
+        restore_rng_state(state["rng"])
+        restore_scaler(scaler, state.get("scaler"))
         history = state["history"]
+        if world.main:  # the log says what the checkpoint says: no row twice, none missing
+            rows = "".join(json.dumps(row) + "\n" for row in history)
+            _atomic(log_path, lambda p: p.write_text(rows))
         best_metric, best_epoch = state["best_metric"], state["best_epoch"]
         best_metrics = state["best_metrics"]
         start_epoch = state["epoch"] + 1
@@ -249,10 +297,6 @@ def fit(
             "best": improved,
         }
         history.append(row)
-        if curves is not None:
-            with log_path.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            curves.epoch(row)
         log.info(
             "epoch %d: loss %.4f, val %s %.4f%s",
             epoch,
@@ -269,7 +313,13 @@ def fit(
             "config": cfg.to_dict(),
         }
         if world.main:
-            ckpt.save(epoch, model, optimizer, best_state, info)
+            ckpt.save(epoch, model, optimizer, best_state, info, scaler)
+        # The row goes to the log only once its checkpoint is on disk: a run killed in between
+        # resumes after this epoch and rewrites the log from the checkpoint's history.
+        if curves is not None:
+            with log_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            curves.epoch(row)
         distributed.barrier()  # no rank runs ahead of the checkpoint it may resume from
 
     if curves is not None:
