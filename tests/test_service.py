@@ -66,7 +66,7 @@ def test_health_ready_models_docs_and_page(server: str) -> None:
 
 
 def test_caption_matches_the_library(server: str, reference) -> None:
-    r = _post_image(server, SCENE, beam_size=3, n_best=3)
+    r = _post_image(server, SCENE, beam_size=3, n_best=3, attention="true")
     assert r.status_code == 200, r.text
     body = r.json()
     item = body["results"][0]
