@@ -13,7 +13,7 @@ MiB = 1024 * 1024
 PILLOW_BOMB_PIXELS = 89_478_485
 # The most memory one decoded pixel can take while an upload becomes RGB (32-bit modes, EXIF
 # rotation and the 16-bit rescale); service/uploads.py holds the per-mode figures.
-WORST_DECODE_BYTES_PER_PIXEL = 29
+WORST_DECODE_BYTES_PER_PIXEL = 32
 
 
 def usable_cores() -> int:

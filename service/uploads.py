@@ -32,10 +32,11 @@ _HIGH_DEPTH = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 _ALPHA = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 # What captioner.media adds on the way to RGB, per pixel: 16-bit and float modes go through
 # float64 arrays (several temporaries); alpha is composited over a white RGBA background.
-_HIGH_DEPTH_EXTRA, _ALPHA_EXTRA, _PLAIN_EXTRA = 21, 15, 3
+_HIGH_DEPTH_EXTRA, _ALPHA_EXTRA, _PLAIN_EXTRA = 24, 15, 3
 _ROTATING = frozenset({2, 3, 4, 5, 6, 7, 8})  # EXIF orientations that make a transposed copy
 _SWAPPING = frozenset({5, 6, 7, 8})  # ... of which these swap width and height
 _JPEG = frozenset({"JPEG", "MPO"})
+_HEADER_EXIF = frozenset({"JPEG", "MPO", "TIFF", "WEBP"})  # formats whose getexif() reads no pixels
 _TRIM_AFTER_BYTES = 64 * 1024 * 1024  # give memory back to the OS after decodes this large
 
 
@@ -90,8 +91,18 @@ def bytes_per_pixel(mode: str, rotated: bool = False) -> int:
 
 
 def _orientation(img: Image.Image) -> int | None:
+    """The EXIF orientation from the header alone (never decoding a pixel)."""
     try:
-        return img.getexif().get(0x0112)
+        if img.format in _HEADER_EXIF:
+            return img.getexif().get(0x0112)
+        # Elsewhere (PNG) getexif() would decode the whole image to look past the pixel data;
+        # an EXIF block before the pixels is already in info.
+        raw = img.info.get("exif")
+        if not isinstance(raw, bytes | bytearray) or not raw:
+            return None
+        exif = Image.Exif()
+        exif.load(bytes(raw))
+        return exif.get(0x0112)
     except Exception:  # a broken EXIF block: the decoder ignores it too
         return None
 

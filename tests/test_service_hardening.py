@@ -168,6 +168,30 @@ def test_header_probe_costs_pixels_times_bytes_and_jpeg_drafts_are_cheap() -> No
     assert probe_image(b"not an image", 224) is None
 
 
+def test_the_probe_reads_headers_only_even_for_png_exif(monkeypatch) -> None:
+    from PIL import ImageFile
+
+    loads = []
+
+    def no_pixels(self):  # noqa: ANN001, ANN202
+        loads.append(self.format)
+        raise AssertionError("the probe decoded pixels")
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.new("RGB", (120, 60)).save(buf, "PNG", exif=exif)
+    rotated = buf.getvalue()
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_pixels)
+    probe = probe_image(png("I;16", (3000, 2000)), 224)
+    assert probe is not None and probe.pixels == 6_000_000
+    probe = probe_image(rotated, 224)
+    assert probe is not None and (probe.width, probe.height) == (60, 120)
+    probe = probe_image(rotated_jpeg(120, 60, orientation=6), 224)
+    assert probe is not None and (probe.width, probe.height) == (60, 120)
+    assert loads == []
+
+
 def test_images_over_the_pixel_cap_are_refused_from_their_header(tiny_captioner) -> None:
     with client_for(tiny_captioner, max_image_pixels=100_000) as c:
         r = post(c, png("L", (400, 300)), jpeg_bytes(1))
