@@ -1,8 +1,10 @@
 """Dynamic batching: gather concurrent requests into batches for one model thread.
 
 The batcher knows no model and no web framework. It takes a function
-``list[item] -> list[result]`` and runs it on one dedicated worker thread, one batch at a
-time (the model owns the device), while the event loop keeps serving I/O.
+``list[item] -> list[result]`` and runs it on one worker thread, one batch at a time (the
+model owns the device), while the event loop keeps serving I/O. The worker is the batcher's
+own, or an ``executor`` passed in: several batchers given the same single-thread executor
+hand it their batches in turn, so two models on one device never compute at once.
 
 A batch is dispatched as soon as it is full (``max_batch_size`` items, or ``max_batch_cost``
 total cost when ``cost`` is given), or ``max_wait_ms`` after its first item arrived. Items
@@ -26,74 +28,31 @@ import math
 import operator
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from time import monotonic, perf_counter
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
+
+# The errors and hooks live beside this module; they are imported from here too.
+from service.batch_protocol import (
+    REJECT_REASONS,
+    BatcherError,
+    BatchObserver,
+    ClientGone,
+    DeadlineExceeded,
+    NullObserver,
+    QueueFull,
+    ShuttingDown,
+)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-REJECT_REASONS = ("queue_full", "deadline", "client_gone", "shutting_down")
 _RECENT_BATCHES = 16  # compute times kept for the Retry-After estimate
 _MIN_RETRY_AFTER_S = 1.0
 _DISCONNECT_CHECK_TIMEOUT_S = 1.0  # a hung is_disconnected() must not stall every request
-
-
-class BatcherError(Exception):
-    """Base class of the errors the batcher hands back to a caller."""
-
-
-class QueueFull(BatcherError):
-    """The queue is at capacity (HTTP 429); ``retry_after_s`` estimates when it has room."""
-
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class DeadlineExceeded(BatcherError):
-    """The request's deadline passed before its result was ready (HTTP 504)."""
-
-
-class ShuttingDown(BatcherError):
-    """The batcher is stopping: it takes no new items and gave up on this one (HTTP 503)."""
-
-
-class ClientGone(BatcherError):
-    """The client disconnected before its item was computed, so the item was dropped."""
-
-
-class BatchObserver(Protocol):
-    """Metrics hooks. All are called on the event loop thread; errors in them are logged."""
-
-    def on_enqueue(self, depth: int) -> None:
-        """An item entered the queue; ``depth`` includes it."""
-
-    def on_reject(self, reason: str) -> None:
-        """An item was refused or dropped; ``reason`` is one of :data:`REJECT_REASONS`."""
-
-    def on_batch(
-        self, size: int, cost: int, queue_waits_s: list[float], compute_s: float, ok: bool
-    ) -> None:
-        """A batch finished; ``ok`` is False when ``fn`` raised or returned the wrong count."""
-
-
-class NullObserver:
-    """An observer that records nothing (the default)."""
-
-    def on_enqueue(self, depth: int) -> None:
-        """Ignore the event."""
-
-    def on_reject(self, reason: str) -> None:
-        """Ignore the event."""
-
-    def on_batch(
-        self, size: int, cost: int, queue_waits_s: list[float], compute_s: float, ok: bool
-    ) -> None:
-        """Ignore the event."""
 
 
 @dataclass(eq=False, slots=True)
@@ -113,7 +72,7 @@ class DynamicBatcher(Generic[T, R]):
 
     Args:
         fn: ``list[item] -> list[result]``, one result per item in the same order. Runs on
-            the batcher's worker thread, never on the event loop.
+            the worker thread, never on the event loop.
         max_batch_size: most items in one batch.
         max_wait_ms: longest a batch waits to fill, counted from its first item's arrival.
         max_queue: most items waiting; a submit beyond it raises :class:`QueueFull`.
@@ -121,6 +80,8 @@ class DynamicBatcher(Generic[T, R]):
         max_batch_cost: most total cost in one batch; an item costing more runs alone.
         name: used in thread names, log lines and error messages.
         observer: metrics hooks, see :class:`BatchObserver`.
+        executor: a shared model worker (a single-thread executor) to run ``fn`` on; the
+            caller owns it and shuts it down. Omitted: the batcher starts its own thread.
     """
 
     def __init__(
@@ -134,6 +95,7 @@ class DynamicBatcher(Generic[T, R]):
         max_batch_cost: int | None = None,
         name: str = "batcher",
         observer: BatchObserver | None = None,
+        executor: Executor | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -158,7 +120,8 @@ class DynamicBatcher(Generic[T, R]):
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._shared_executor = executor
+        self._executor: Executor | None = None
         self._closing = False
 
         self._submitted = 0
@@ -191,14 +154,27 @@ class DynamicBatcher(Generic[T, R]):
             "in_flight": sum(not p.future.done() for p in self._current),
         }
 
+    def retry_after_s(self) -> float:
+        """Seconds until the queue likely has room: recent batch time x batches ahead."""
+        if not self._recent_compute_s:
+            return _MIN_RETRY_AFTER_S
+        per_batch = sum(self._recent_compute_s) / len(self._recent_compute_s)
+        ahead = math.ceil(len(self._queue) / self._max_batch_size)
+        if self._max_batch_cost is not None:
+            queued_cost = sum(p.cost for p in self._queue)
+            ahead = max(ahead, math.ceil(queued_cost / self._max_batch_cost))
+        if self._current:
+            ahead += 1
+        return max(_MIN_RETRY_AFTER_S, per_batch * ahead)
+
     async def start(self) -> None:
-        """Start the dispatch loop and the one worker thread that runs ``fn``."""
+        """Start the dispatch loop and the worker thread that runs ``fn`` (unless shared)."""
         if self._task is not None:
             raise RuntimeError(
                 f"{self._name}: start() was already called; create a new DynamicBatcher instead"
             )
         self._loop = asyncio.get_running_loop()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._name)
+        self._executor = self._shared_executor or ThreadPoolExecutor(1, self._name)
         self._task = asyncio.create_task(self._run(), name=f"{self._name}-dispatch")
         self._task.add_done_callback(self._on_loop_done)
 
@@ -230,7 +206,7 @@ class DynamicBatcher(Generic[T, R]):
             raise ShuttingDown(f"{self._name} is shutting down and takes no new items")
         if len(self._queue) >= self._max_queue:
             self._reject("queue_full")
-            retry = self._retry_after_s()
+            retry = self.retry_after_s()
             raise QueueFull(
                 f"{self._name} queue is full ({self._max_queue} items); retry in {retry:.1f} s",
                 retry,
@@ -275,8 +251,9 @@ class DynamicBatcher(Generic[T, R]):
             self._fail_all(ShuttingDown(f"{self._name} stopped before this item finished"))
             self._task.cancel()
             await asyncio.wait((self._task,))
-        # After a drain the worker is idle, so joining it is immediate.
-        self._executor.shutdown(wait=bool(done), cancel_futures=True)
+        if self._shared_executor is None:  # a shared worker is its owner's to shut down
+            # After a drain the worker is idle, so joining it is immediate.
+            self._executor.shutdown(wait=bool(done), cancel_futures=True)
 
     # -- submit helpers -----------------------------------------------------------------------
 
@@ -291,19 +268,6 @@ class DynamicBatcher(Generic[T, R]):
         if cost < 0:
             raise ValueError(f"{self._name}: cost(item) must return an int >= 0, got {raw!r}")
         return cost
-
-    def _retry_after_s(self) -> float:
-        """Seconds until the queue likely has room: recent batch time x batches ahead."""
-        if not self._recent_compute_s:
-            return _MIN_RETRY_AFTER_S
-        per_batch = sum(self._recent_compute_s) / len(self._recent_compute_s)
-        ahead = math.ceil(len(self._queue) / self._max_batch_size)
-        if self._max_batch_cost is not None:
-            queued_cost = sum(p.cost for p in self._queue)
-            ahead = max(ahead, math.ceil(queued_cost / self._max_batch_cost))
-        if self._current:
-            ahead += 1
-        return max(_MIN_RETRY_AFTER_S, per_batch * ahead)
 
     def _abandon(self, pending: _Pending, reason: str) -> None:
         """The caller stopped waiting: drop its item unless it already has an outcome."""

@@ -71,8 +71,16 @@ class ActivityResponse(BaseModel):
     timings: Timings
 
 
+class ModelSummary(ModelInfo):
+    """What a client may know of a served bundle (no training command, no data paths)."""
+
+    vocabulary_size: int | None = Field(None, description="caption models: words known")
+    classes: list[str] | None = Field(None, description="activity models: the labels")
+    metrics: dict[str, Any] | None = Field(None, description="the bundle's evaluation figures")
+
+
 class ModelsResponse(BaseModel):
-    models: dict[str, dict[str, Any]]
+    models: dict[str, ModelSummary]
 
 
 class Problem(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from itertools import count
 from typing import Any
 
@@ -182,6 +183,74 @@ def test_fn_runs_on_one_worker_thread_while_the_event_loop_stays_responsive() ->
     assert run(main()) >= 3
     assert len(fn.threads) == 1
     assert threading.main_thread().ident not in fn.threads
+
+
+class Shared:
+    """Two toy models' functions that record how many batches run at the same moment."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.max_active = 0
+        self.threads: set[int] = set()
+        self.order: list[str] = []
+        self._lock = threading.Lock()
+
+    def fn(self, name: str) -> Callable[[list[int]], list[int]]:
+        def run_batch(xs: list[int]) -> list[int]:
+            with self._lock:
+                self.active += 1
+                self.max_active = max(self.max_active, self.active)
+                self.threads.add(threading.get_ident())
+                self.order.append(name)
+            threading.Event().wait(0.01)  # long enough for an overlap to show
+            with self._lock:
+                self.active -= 1
+            return [x + 1 for x in xs]
+
+        return run_batch
+
+
+def test_batchers_sharing_one_worker_never_compute_at_once_and_leave_it_running() -> None:
+    shared = Shared()
+    worker = ThreadPoolExecutor(1, "model-worker")
+
+    async def main() -> None:
+        a = DynamicBatcher(shared.fn("a"), max_batch_size=2, max_wait_ms=0, executor=worker)
+        b = DynamicBatcher(shared.fn("b"), max_batch_size=3, max_wait_ms=0, executor=worker)
+        await a.start()
+        await b.start()
+        calls = [a.submit(i) for i in range(12)] + [b.submit(100 + i) for i in range(12)]
+        results = await asyncio.gather(*calls)
+        assert results == [i + 1 for i in range(12)] + [101 + i for i in range(12)]
+        await a.stop()
+        await b.stop()
+
+    try:
+        run(main())
+        assert worker.submit(lambda: 7).result(timeout=5) == 7  # the owner's to shut down
+    finally:
+        worker.shutdown()
+    assert shared.max_active == 1
+    assert len(shared.threads) == 1
+    assert {"a", "b"} == set(shared.order)
+    # Both batchers' batches interleave on the one worker instead of one waiting for the other.
+    assert shared.order.index("b") < len(shared.order) - shared.order[::-1].index("a") - 1
+
+
+def test_own_workers_do_overlap_so_the_shared_test_can_fail() -> None:
+    shared = Shared()
+
+    async def main() -> None:
+        a = DynamicBatcher(shared.fn("a"), max_batch_size=1, max_wait_ms=0)
+        b = DynamicBatcher(shared.fn("b"), max_batch_size=1, max_wait_ms=0)
+        await a.start()
+        await b.start()
+        await asyncio.gather(*[a.submit(i) for i in range(20)], *[b.submit(i) for i in range(20)])
+        await a.stop()
+        await b.stop()
+
+    run(main())
+    assert len(shared.threads) == 2 and shared.max_active == 2
 
 
 def test_full_queue_rejects_at_once_with_retry_after() -> None:

@@ -55,7 +55,10 @@ def test_health_ready_models_docs_and_page(server: str) -> None:
     assert models["caption"]["task"] == "caption" and models["caption"]["vocabulary_size"] > 10
     assert models["activity"]["classes"][0] == "moving_left"
     assert "vocabulary" not in models["caption"]
+    for task in ("caption", "activity"):  # what a client may know, not how it was trained
+        assert models[task]["metrics"] and not {"training", "files", "encoder"} & set(models[task])
     assert httpx.get(f"{server}/docs").status_code == 200
+    assert httpx.get(f"{server}/redoc").status_code == 200
     schema = httpx.get(f"{server}/openapi.json").json()
     assert {"/v1/caption", "/v1/activity"} <= set(schema["paths"])
     page = httpx.get(f"{server}/")
@@ -66,7 +69,7 @@ def test_health_ready_models_docs_and_page(server: str) -> None:
 
 
 def test_caption_matches_the_library(server: str, reference) -> None:
-    r = _post_image(server, SCENE, beam_size=3, n_best=3)
+    r = _post_image(server, SCENE, beam_size=3, n_best=3, attention="true")
     assert r.status_code == 200, r.text
     body = r.json()
     item = body["results"][0]

@@ -211,6 +211,8 @@ def test_image_caption_words_and_attention_heatmap(page, model):
     ]
     assert css(page, "#preview").get_attribute("naturalWidth") == "451"
 
+    # The API sends attention maps only when asked (?attention=true): the page must ask.
+    assert "no attention maps" not in css(page, "#word-hint").text
     assert heatmap_pixels(page) == 0, "the heatmap is drawn before any word was chosen"
     chips[1].click()
     assert chips[1].get_attribute("aria-pressed") == "true"

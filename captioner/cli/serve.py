@@ -4,86 +4,37 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from captioner.cli.options import positive
 
 
 def add_serve(sub) -> None:
+    # Every argument goes to the service's own command, --help included: no options here.
     p = sub.add_parser(
         "serve",
-        help="run the HTTP service (uvicorn, one process owning the models)",
-        description="Serve /v1/caption and /v1/activity with dynamic batching, the upload page "
-        "at /, /docs, /healthz, /readyz and /metrics. Every option can also be set through "
-        "its CAPTIONER_<NAME> environment variable (e.g. CAPTIONER_API_KEY).",
+        help="run the HTTP service (see `captioner serve --help`)",
+        add_help=False,
+        prefix_chars="\0",
+        verbosity=False,
     )
-    p.add_argument("--host", help="address to bind (default 127.0.0.1; 0.0.0.0 in Docker)")
-    p.add_argument("--port", type=int, help="port (default 8000)")
-    p.add_argument("--caption-bundle", help="caption bundle folder (default: shipped)")
-    p.add_argument("--activity-bundle", help="activity bundle folder (default: shipped)")
-    p.add_argument("--no-caption", action="store_true", help="do not serve captions")
-    p.add_argument("--no-activity", action="store_true", help="do not serve activity labels")
-    p.add_argument("--max-batch-size", type=positive, help="items per batch (default 16)")
-    p.add_argument("--max-wait-ms", type=float, help="wait for a batch to fill (default 10)")
-    p.add_argument("--max-queue", type=positive, help="queued items before 429 (default 256)")
-    p.add_argument("--request-timeout-s", type=float, help="deadline in the queue (504)")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    p.add_argument(
-        "--log-level", choices=["debug", "info", "warning", "error"], help="default: info"
-    )
+    p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_serve)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    """Hand over to ``python -m service`` in this same process (same PID, so signals and the
+    graceful SIGTERM still reach the server); the library never imports the service."""
+    import importlib.util
     import os
-    import signal
 
-    try:
-        import uvicorn
-        from pydantic import ValidationError
-
-        from service.settings import Settings
-    except ImportError as exc:
-        raise ValueError(f"the service needs its packages ({exc}); run: pip install -e .") from exc
-    names = [
-        "host",
-        "port",
-        "caption_bundle",
-        "activity_bundle",
-        "max_batch_size",
-        "max_wait_ms",
-        "max_queue",
-        "request_timeout_s",
-        "device",
-        "log_level",
-    ]
-    for name in names:
-        value = getattr(args, name)
-        if value is not None:
-            os.environ[f"CAPTIONER_{name.upper()}"] = str(value)
-    if args.no_caption:
-        os.environ["CAPTIONER_ENABLE_CAPTION"] = "false"
-    if args.no_activity:
-        os.environ["CAPTIONER_ENABLE_ACTIVITY"] = "false"
-    try:
-        settings = Settings()  # refuse bad values here, with a clear message, not in a worker
-    except ValidationError as exc:
-        raise ValueError(f"invalid service settings:\n{exc}") from None
-    # uvicorn re-raises the signal that stopped it once it has shut down; after a graceful
-    # SIGTERM that is success, so the re-raised one is ignored and the exit status is 0.
-    previous = signal.signal(signal.SIGTERM, lambda *_: None)
-    try:
-        uvicorn.run(
-            "service.app:create_app",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            workers=1,
-            timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
+    if importlib.util.find_spec("service") is None:
+        raise ValueError(
+            "the HTTP service is not installed next to captioner (no 'service' package); "
+            "install the project with: pip install -e ."
         )
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    return 0
+    os.execv(sys.executable, [sys.executable, "-m", "service", *args.args])
+    return 1  # not reached: execv replaces this process
 
 
 def add_export(sub) -> None:
