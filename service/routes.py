@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -209,14 +210,19 @@ async def activity(
         raise HTTPException(422, f"stride ({stride}) must not exceed window ({window})")
     data = await file.read()
 
-    def decode() -> ActivityJob:
+    def decode(should_stop: Callable[[], bool]) -> ActivityJob:
         clip = model.prepare(
-            data, timeline, window, stride, max_windows=rt.settings.max_timeline_windows
+            data,
+            timeline,
+            window,
+            stride,
+            max_windows=rt.settings.max_timeline_windows,
+            should_stop=should_stop,
         )
         return ActivityJob(clip, top_k)
 
     try:
-        job, decode_ms = await rt.decode(decode)
+        job, decode_ms = await rt.decode_video(decode, request)
     except MediaError as exc:
         raise HTTPException(_media_status([exc]), str(exc)) from None
     submitted = time.perf_counter()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,7 @@ from fastapi import HTTPException, Request
 import captioner
 from captioner import ActivityClassifier, Captioner, MediaError
 from captioner.inference import ClipInput
-from captioner.video import restrict_ffmpeg_protocols
+from captioner.video import DecodeCancelled, restrict_ffmpeg_protocols
 from service.batch_protocol import BatcherError, ClientGone, DeadlineExceeded
 from service.batching import DynamicBatcher
 from service.metrics import Metrics
@@ -354,6 +355,36 @@ class Runtime:
         if await request.is_disconnected():
             self.metrics.rejections.labels("client_gone").inc()
             raise batcher_http_error(ClientGone())
+
+    async def decode_video(
+        self, fn: Callable[[Callable[[], bool]], Any], request: Request
+    ) -> tuple[Any, float]:
+        """Run a video decode in the CPU pool, stopping it between frames once the request's
+        deadline passes or its client leaves (a long video must not decode for nobody)."""
+        gone = threading.Event()
+        deadline = time.perf_counter() + self.time_left(request)
+
+        def should_stop() -> bool:
+            return gone.is_set() or time.perf_counter() > deadline
+
+        async def watch() -> None:
+            while not gone.is_set():
+                if await request.is_disconnected():
+                    gone.set()
+                    return
+                await asyncio.sleep(0.2)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            return await self.decode(fn, should_stop)
+        except DecodeCancelled:
+            if gone.is_set():
+                self.metrics.rejections.labels("client_gone").inc()
+                raise batcher_http_error(ClientGone()) from None
+            self.metrics.rejections.labels("deadline").inc()
+            raise batcher_http_error(DeadlineExceeded()) from None
+        finally:
+            watcher.cancel()
 
     def time_left(self, request: Request) -> float:
         # The deadline counts from the request's arrival, upload and decoding included.

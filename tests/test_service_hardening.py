@@ -260,3 +260,37 @@ def test_docs_pages_use_only_the_packages_own_assets(client: TestClient, page: s
         asset = client.get(ref)
         assert asset.status_code == 200, ref
         assert len(asset.content) > 500, ref
+
+
+def test_a_video_decode_stops_between_frames_at_the_deadline_or_when_the_client_leaves(
+    tiny_captioner,
+) -> None:
+    from captioner.video import DecodeCancelled
+
+    asked: list[bool] = []
+
+    def decode(should_stop) -> None:  # stands in for a long video's frame loop
+        for _ in range(2000):
+            asked.append(True)
+            if should_stop():
+                raise DecodeCancelled("stopped")
+            time.sleep(0.001)
+        raise AssertionError("the decode was never told to stop")
+
+    def request(disconnected: bool, arrived: float) -> SimpleNamespace:
+        async def gone() -> bool:
+            return disconnected
+
+        return SimpleNamespace(state=SimpleNamespace(arrived=arrived), is_disconnected=gone)
+
+    with client_for(tiny_captioner, request_timeout_s=0.05) as c:
+        runtime = c.app.state.runtime
+        with pytest.raises(HTTPException) as info:
+            c.portal.call(runtime.decode_video, decode, request(False, time.perf_counter()))
+        assert info.value.status_code == 504 and len(asked) < 1000
+    asked.clear()
+    with client_for(tiny_captioner, request_timeout_s=30) as c:
+        runtime = c.app.state.runtime
+        with pytest.raises(HTTPException) as info:
+            c.portal.call(runtime.decode_video, decode, request(True, time.perf_counter()))
+        assert info.value.status_code == 499 and len(asked) < 1000

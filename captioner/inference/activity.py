@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -115,11 +115,13 @@ def prepare_clip(
     window: float = 2.0,
     stride: float = 1.0,
     max_windows: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> ClipInput:
     """Decode one video (MediaError on bad input) -> a :class:`ClipInput`.
 
     The file is read once: the whole-video sample and every timeline window's frames come
     from one pass, and a frame shared by several windows is decoded (and later encoded) once.
+    ``should_stop`` is asked between frames; when it says yes, ``DecodeCancelled`` is raised.
     """
     with local_video(source, limits) as path:
         info = probe_video(path, limits)
@@ -128,7 +130,7 @@ def prepare_clip(
         if timeline:
             spans, windows = window_indices(info, window, stride, num_frames, max_windows)
         unique = sorted(set(clip).union(*(windows or [])))
-        frames, _ = read_frames(path, unique, size, limits)
+        frames, _ = read_frames(path, unique, size, limits, should_stop=should_stop)
     pos = {idx: k for k, idx in enumerate(unique)}
     return ClipInput(
         frames=torch.from_numpy(frames).permute(0, 3, 1, 2),
@@ -220,6 +222,7 @@ class ActivityClassifier:
         window: float = 2.0,
         stride: float = 1.0,
         max_windows: int | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> ClipInput:
         """Decode one video for :meth:`classify_inputs` (MediaError on bad input)."""
         return prepare_clip(
@@ -231,6 +234,7 @@ class ActivityClassifier:
             window=window,
             stride=stride,
             max_windows=max_windows,
+            should_stop=should_stop,
         )
 
     def load_clip(self, source: VideoSource) -> torch.Tensor:
