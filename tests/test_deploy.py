@@ -261,7 +261,13 @@ def test_dockerignore_keeps_local_state_out_but_not_what_the_image_needs():
 
     for path in (".venv", "data", "runs", "bench/_work", ".git", "captioner/__pycache__"):
         assert ignored(path), f"{path} would be sent to the Docker daemon"
-    for path in ("pyproject.toml", "README.md", "captioner/cli/__init__.py", "service/app.py", "weights"):
+    for path in (
+        "pyproject.toml",
+        "README.md",
+        "captioner/cli/__init__.py",
+        "service/app.py",
+        "weights",
+    ):
         assert not ignored(path), f"{path} is needed by the Dockerfile"
 
 
