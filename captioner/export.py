@@ -215,9 +215,7 @@ def _export_onnx(module: nn.Module, spec: dict, path: Path, opset: int) -> None:
     program.save(str(path), external_data=False)
 
 
-def _onnx_program(
-    module: nn.Module, spec: dict, names: list[str], batch: Any, opset: int
-) -> Any:
+def _onnx_program(module: nn.Module, spec: dict, names: list[str], batch: Any, opset: int) -> Any:
     return torch.onnx.export(
         module,
         _example_inputs(spec, 2),
