@@ -101,14 +101,17 @@ def png_bomb(side: int = 12_000) -> bytes:
 def hostile_files() -> dict[str, tuple[str, bytes, str]]:
     """name -> (route, bytes, filename) for the hostile corpus."""
     good_jpeg = (EXAMPLES / "photo-chelsea.jpg").read_bytes()
-    good_mp4 = (EXAMPLES / "clip-growing.mp4").read_bytes()
+    # The first boxes of an ordinary MP4 (ftyp, free, the start of mdat), then garbage.
+    mp4_head = bytes.fromhex(
+        "0000001c6674797069736f6d0000020069736f6d69736f326d703431000000086672656500007b5d6d646174"
+    )
     return {
         "empty image": ("caption", b"", "empty.jpg"),
         "truncated jpeg": ("caption", good_jpeg[: len(good_jpeg) // 3], "cut.jpg"),
         "text named .jpg": ("caption", b"hello, I am not a picture\n" * 20, "text.jpg"),
         "png bomb": ("caption", png_bomb(), "bomb.png"),
         "30000x30000 header": ("caption", png_header_only(30_000, 30_000), "huge.png"),
-        "corrupt mp4": ("activity", good_mp4[:64] + bytes(4096), "corrupt.mp4"),
+        "corrupt mp4": ("activity", mp4_head + bytes(4096), "corrupt.mp4"),
         "hls named .mp4": (
             "activity",
             b"#EXTM3U\n#EXT-X-VERSION:3\n#EXTINF:10,\nhttp://127.0.0.1:9/x.ts\n",

@@ -77,7 +77,7 @@ def test_default_activity_bundle_is_small_and_documented():
 @pytest.mark.slow
 def test_default_activity_model_labels_the_example_clips():
     model = captioner.load(ACTIVITY, device="cpu")
-    clips = sorted(EXAMPLES.glob("clip-*.mp4"))
+    clips = sorted(EXAMPLES.glob("clip-*.webm"))
     assert len(clips) >= 3
     for clip, result in zip(clips, model.classify(clips, top_k=3), strict=True):
         assert result.label == clip.stem.removeprefix("clip-"), (clip.name, result.top_k)

@@ -227,7 +227,7 @@ def test_video_activity_with_timeline(page):
     if not _has_activity_model():
         pytest.skip(f"no shipped activity model yet ({bundle} is missing)")
     classes = read_manifest(bundle)["classes"]
-    clip = EXAMPLES / "clip-moving_left.mp4"
+    clip = EXAMPLES / "clip-moving_left.webm"
     if not css(page, "#want-timeline").is_selected():
         css(page, "#want-timeline").click()
     upload(page, clip)
@@ -241,6 +241,19 @@ def test_video_activity_with_timeline(page):
     rows = css_all(page, "#timeline tbody tr")
     assert rows and all(row.text.split()[-2] in classes for row in rows)
     assert len(css_all(page, "#timeline-strip > div")) == len(rows)
+    # The example clip is VP9 WebM: Chromium plays it (the page hides the player otherwise).
+    deadline = time.monotonic() + 10
+    state = page.execute_script("const v = document.getElementById('video'); return v.readyState")
+    while state < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        state = page.execute_script(
+            "const v = document.getElementById('video'); return v.readyState"
+        )
+    assert state >= 1, "Chromium could not load the example clip's metadata"
+    duration = page.execute_script("return document.getElementById('video').duration")
+    assert duration == pytest.approx(2.0, abs=0.1)
+    assert not css(page, "#video").get_attribute("hidden")
+    assert css(page, "#video-note").get_attribute("hidden") is not None
     screenshot(page, "video")
 
 
