@@ -251,10 +251,7 @@ def cached_split(
 
 def grid_cells(encoder: Encoder) -> int:
     """Number of cells N in the encoder's (B, N, C) grid at its input size."""
-    size = encoder.preprocess.size
-    device = next(encoder.parameters()).device
-    with torch.inference_mode():
-        return int(encoder(torch.zeros(1, 3, size, size, device=device))[0].size(1))
+    return encoder.grid_cells
 
 
 @dataclass(frozen=True)
