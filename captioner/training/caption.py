@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from captioner import metrics
+from captioner.bundle import EncoderEntry, Manifest
 from captioner.data.captions import CaptionRecord, load_captions
 from captioner.data.features import build_feature_cache, cache_key, keys_digest
 from captioner.data.images import ImageFiles, image_loader
@@ -382,24 +383,19 @@ def train_caption(
                 ("encoder.safetensors", "encoder.trunk."),
             )
         }
-    manifest = {
-        "task": "caption",
-        "name": name,
-        "version": "1",
-        "encoder": {
-            "name": encoder_name,
-            "preprocess": encoder.preprocess.to_dict(),
-            "feature_dim": encoder.feature_dim,
-            "fine_tuned_blocks": tuned,
-        },
-        "model": config.to_dict(),
-        "vocabulary": vocab.to_dict(),
-        "decoding": {
+    manifest = Manifest(
+        task="caption",
+        name=name,
+        version="1",
+        encoder=EncoderEntry.of(encoder, encoder_name, fine_tuned_blocks=tuned),
+        model=config.to_dict(),
+        vocabulary=vocab.to_dict(),
+        decoding={
             "beam_size": model_opts.beam_size,
             "max_len": model_opts.max_len,
             "length_penalty": 0.0,
         },
-        "training": {
+        training={
             "data": {
                 "train": str(train_data),
                 "val": str(val_data),
@@ -415,8 +411,8 @@ def train_caption(
             "epochs_run": len(result.history),
             "stopped_early": result.stopped_early,
         },
-        "metrics": {"val": result.best_metrics},
-    }
+        metrics={"val": result.best_metrics},
+    )
     return distributed.save_bundle_on_main(out, manifest, weights)
 
 
