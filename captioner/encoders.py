@@ -127,6 +127,29 @@ class Encoder(nn.Module):
         grid = fmap.flatten(2).transpose(1, 2)  # (B, N, C)
         return grid, grid.mean(dim=1)
 
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """(rows, cols) of the feature map at the current input size (one dummy pass per size)."""
+        size = self.preprocess.size
+        shapes: dict[int, tuple[int, int]] = self.__dict__.setdefault("_grid_shapes", {})
+        if size not in shapes:
+            # In eval mode, so that no trainable BatchNorm updates its statistics on the zeros.
+            modes = [(m, m.training) for m in self.modules()]
+            self.eval()
+            x = torch.zeros(1, 3, size, size, device=next(self.trunk.parameters()).device)
+            with torch.inference_mode():
+                fmap = self.trunk(x)
+            for m, mode in modes:
+                m.training = mode
+            shapes[size] = (int(fmap.size(-2)), int(fmap.size(-1)))
+        return shapes[size]
+
+    @property
+    def grid_cells(self) -> int:
+        """Number of cells N in the (B, N, C) grid at the current input size."""
+        rows, cols = self.grid_shape
+        return rows * cols
+
     def freeze(self, trainable_blocks: int = 0) -> None:
         """Freeze everything, then unfreeze the last ``trainable_blocks`` blocks for fine-tuning.
 
@@ -281,6 +304,35 @@ register(
 )
 
 
+# --- a toy backbone for fast tests --------------------------------------------------------------
+
+TOY_FEATURE_DIM = 32
+
+
+def _toy_trunk() -> nn.Module:
+    """Three strided convs (7x7 grid at 224 px); every build has the same seeded weights."""
+    g = torch.Generator().manual_seed(0)
+    blocks = []
+    for cin, cout, k in ((3, 16, 4), (16, 32, 4), (32, TOY_FEATURE_DIM, 2)):
+        conv = nn.utils.skip_init(nn.Conv2d, cin, cout, k, stride=k)  # leaves global RNG alone
+        std = (2 / (cin * k * k)) ** 0.5  # He init: activations keep their scale
+        with torch.no_grad():
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * std)
+            conv.bias.copy_(torch.randn(cout, generator=g) * 0.1)
+        blocks.append(nn.Sequential(conv, nn.ReLU()))
+    return nn.Sequential(*blocks)
+
+
+register(
+    EncoderSpec(
+        name="toy",
+        build=_toy_trunk,
+        feature_dim=TOY_FEATURE_DIM,
+        description="seeded random convs for fast tests, no ImageNet features: 7x7x32 at 224 px",
+    )
+)
+
+
 # --- backbones whose weights the user provides ------------------------------------------------
 
 IMAGENET = Preprocess(size=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
@@ -398,5 +450,5 @@ def build_encoder(name: str = "efficientnet_lite0", trainable_blocks: int = 0) -
     trunk = spec.build()
     encoder = Encoder(spec.name, trunk, spec.feature_dim, spec.preprocess)
     encoder.freeze(trainable_blocks)
-    log.info("built encoder %s (%s)", spec.name, spec.description)
+    log.debug("built encoder %s (%s)", spec.name, spec.description)
     return encoder

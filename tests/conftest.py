@@ -1,5 +1,7 @@
 """Shared fixtures: a tiny seeded caption bundle, a small synthetic dataset, a loaded Captioner.
 
+The tiny bundle names the seeded ``toy`` encoder (no ImageNet features, built in milliseconds);
+tests that need real features use the shipped bundles or build EfficientNet-Lite0 themselves.
 Everything is generated under pytest's temporary folders; nothing is read from or written to
 the user's home cache.
 """
@@ -13,8 +15,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from captioner.bundle import save_bundle
-from captioner.encoders import Preprocess
+from captioner.bundle import EncoderEntry, Manifest, save_bundle
+from captioner.encoders import TOY_FEATURE_DIM, get_spec
 from captioner.models.caption import CaptionDecoder, CaptionDecoderConfig
 from captioner.vocab import SPECIALS, Vocabulary
 
@@ -43,10 +45,12 @@ def tiny_vocab() -> Vocabulary:
     return Vocabulary([*SPECIALS, *TINY_WORDS])
 
 
-def tiny_decoder_config(vocab_size: int) -> CaptionDecoderConfig:
+def tiny_decoder_config(
+    vocab_size: int, feature_dim: int = TOY_FEATURE_DIM
+) -> CaptionDecoderConfig:
     return CaptionDecoderConfig(
         vocab_size=vocab_size,
-        feature_dim=1280,
+        feature_dim=feature_dim,
         proj_dim=32,
         embed_dim=16,
         hidden_dim=32,
@@ -55,22 +59,20 @@ def tiny_decoder_config(vocab_size: int) -> CaptionDecoderConfig:
     )
 
 
-def tiny_manifest(config: CaptionDecoderConfig, vocab: Vocabulary) -> dict:
-    """The task-specific manifest fields, shaped like the ones ``train_caption`` writes."""
-    return {
-        "task": "caption",
-        "name": "tiny-test",
-        "version": "1",
-        "encoder": {
-            "name": "efficientnet_lite0",
-            "preprocess": Preprocess().to_dict(),
-            "feature_dim": 1280,
-            "fine_tuned_blocks": 0,
-        },
-        "model": config.to_dict(),
-        "vocabulary": vocab.to_dict(),
-        "decoding": {"beam_size": 3, "max_len": 12, "length_penalty": 0.0},
-    }
+def tiny_manifest(
+    config: CaptionDecoderConfig, vocab: Vocabulary, encoder: str = "toy"
+) -> Manifest:
+    """A caption manifest like the ones ``train_caption`` writes, over a registered encoder."""
+    spec = get_spec(encoder)
+    return Manifest(
+        task="caption",
+        name="tiny-test",
+        version="1",
+        encoder=EncoderEntry(encoder, spec.preprocess, spec.feature_dim),
+        model=config.to_dict(),
+        vocabulary=vocab.to_dict(),
+        decoding={"beam_size": 3, "max_len": 12, "length_penalty": 0.0},
+    )
 
 
 def tiny_decoder_state(config: CaptionDecoderConfig, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -121,7 +123,7 @@ def save_image(path: Path, seed: int, fmt: str = "JPEG") -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A caption bundle with a small seeded random decoder over the real encoder's features."""
+    """A caption bundle with a small seeded random decoder over the toy encoder's features."""
     return write_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
 
 
@@ -137,7 +139,7 @@ def scene_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_captioner(tiny_bundle: Path):
-    """The tiny bundle loaded on the CPU once per session (building the encoder takes seconds)."""
+    """The tiny bundle loaded on the CPU once per session."""
     import captioner
 
     return captioner.load(tiny_bundle, device="cpu")

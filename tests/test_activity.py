@@ -1,7 +1,7 @@
 """Activity recognition end to end on tiny motion clips: train, load, label, evaluate, CLI.
 
-The encoder is the session's frozen EfficientNet-Lite0 (built once); the activity model is tiny
-and trained for two epochs, so the tests check plumbing and contracts, not accuracy.
+The encoder is the seeded toy one (no ImageNet features); the activity model is tiny and
+trained for two epochs, so the tests check plumbing and contracts, not accuracy.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import torch
 from PIL import Image
 
 import captioner
-import captioner.inference
 import captioner.training.activity as activity_training
 from captioner.bundle import load_bundle
 from captioner.cli import main
@@ -34,20 +33,6 @@ OPTS = ActivityOptions(
 )
 CFG = TrainConfig(epochs=2, monitor="top1", progress=False)
 DURATION = 1.0  # 12 frames at the generator's default 12 fps
-
-
-@pytest.fixture(scope="module")
-def shared_encoder(tiny_captioner) -> Iterator[None]:
-    """Reuse the session's frozen encoder instead of building one per training run or load."""
-
-    def build(name: str = "efficientnet_lite0", trainable_blocks: int = 0):
-        assert name == "efficientnet_lite0" and trainable_blocks == 0
-        return tiny_captioner.encoder
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(activity_training, "build_encoder", build)
-        mp.setattr(captioner.inference.common, "build_encoder", build)
-        yield
 
 
 @contextmanager
@@ -89,6 +74,7 @@ def train(motion: Path, out: Path, cache: Path) -> Path:
         motion / "train",
         motion / "val",
         out,
+        encoder_name="toy",
         opts=OPTS,
         train_cfg=CFG,
         device="cpu",
@@ -98,7 +84,7 @@ def train(motion: Path, out: Path, cache: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(motion, shared_encoder, tmp_path_factory) -> dict:
+def trained(motion, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("activity")
     with count_clip_encodes() as encoded:
         bundle = train(motion, root / "bundle", root / "cache")
@@ -111,7 +97,7 @@ def bundle(trained) -> Path:
 
 
 @pytest.fixture(scope="module")
-def clf(bundle, shared_encoder) -> ActivityClassifier:
+def clf(bundle) -> ActivityClassifier:
     model = captioner.load(bundle, device="cpu")
     assert isinstance(model, ActivityClassifier)
     return model
@@ -401,9 +387,7 @@ def test_cli_resume_skips_done_rows(bundle, motion, tmp_path) -> None:
     assert out.read_text() == text
 
 
-def test_cli_refuses_a_caption_bundle(
-    tiny_bundle, shared_encoder, motion, tmp_path, caplog
-) -> None:
+def test_cli_refuses_a_caption_bundle(tiny_bundle, motion, tmp_path, caplog) -> None:
     out = tmp_path / "labels.jsonl"
     with caplog.at_level(logging.ERROR):
         assert run(tiny_bundle, str(clip(motion)), "--out", str(out)) == 2

@@ -1,7 +1,9 @@
 """Bundles on disk: manifest + safetensors, hash-checked, never pickle."""
 
+import dataclasses
 import json
 import struct
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,13 +13,19 @@ from captioner.bundle import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
+    TASKS,
+    Bundle,
     BundleError,
+    EncoderEntry,
+    Manifest,
     load_bundle,
     load_state_strict,
     read_manifest,
+    read_spec,
     save_bundle,
+    shipped_bundle_dir,
 )
-from captioner.encoders import sha256_file
+from captioner.encoders import Preprocess, build_encoder, sha256_file
 
 
 def _weights() -> dict[str, dict[str, torch.Tensor]]:
@@ -249,3 +257,175 @@ def test_load_state_strict_reports_mismatched_shapes() -> None:
     ):
         load_state_strict(model, state, "head")
     assert torch.equal(model[0].weight, before)  # nothing half-loaded
+
+
+# --------------------------------------------------------------------------- typed manifest
+
+
+def _caption_dict() -> dict:
+    return {
+        "task": "caption",
+        "encoder": {
+            "name": "toy",
+            "preprocess": {"size": 224, "mean": [0.5] * 3, "std": [0.5] * 3},
+            "feature_dim": 32,
+        },
+        "model": {"vocab_size": 5},
+        "vocabulary": {"tokens": ["<pad>", "<start>", "<end>", "<unk>", "dog"]},
+    }
+
+
+def _activity_dict() -> dict:
+    d = _caption_dict()
+    del d["vocabulary"]
+    return {**d, "task": "activity", "classes": ["left", "right"]}
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_shipped_manifest_reads_and_writes_back_unchanged(task, tmp_path) -> None:
+    shipped = load_bundle(shipped_bundle_dir(task))
+    text = (shipped.path / MANIFEST).read_text()
+    assert Manifest.from_dict(json.loads(text)).to_dict() == json.loads(text)
+    out = save_bundle(tmp_path / task, shipped.spec, shipped.weights)
+    assert (out / MANIFEST).read_text() == text  # same hashes too: the weights are unchanged
+
+
+def test_typed_fields_of_the_shipped_caption_bundle() -> None:
+    spec = read_spec(shipped_bundle_dir("caption"))
+    assert (spec.task, spec.name, spec.version) == ("caption", "caption-default-scenes", "1")
+    assert spec.encoder.name == "efficientnet_lite0"
+    assert spec.encoder.preprocess == Preprocess(size=224)
+    assert (spec.encoder.feature_dim, spec.encoder.fine_tuned_blocks) == (1280, 0)
+    assert (spec.beam_size, spec.max_len, spec.length_penalty) == (3, 20, 0.0)
+    assert spec.tokens[:4] == ["<pad>", "<start>", "<end>", "<unk>"]
+    assert spec.model["vocab_size"] == len(spec.tokens)
+    assert spec.classes is None
+    assert set(spec.files) == {"decoder.safetensors"}
+
+
+def test_typed_fields_of_the_shipped_activity_bundle() -> None:
+    spec = load_bundle(shipped_bundle_dir("activity")).spec
+    assert spec.task == "activity" and spec.vocabulary is None
+    assert spec.encoder.preprocess.size == 128
+    assert (spec.num_frames, spec.sampling_mode) == (16, "uniform")
+    assert len(spec.classes) == spec.model["num_classes"] == 9
+    assert spec.metrics["test"]["top1"] > 0.9
+
+
+def test_missing_optional_fields_get_the_loaders_defaults() -> None:
+    caption = Manifest.from_dict(_caption_dict())
+    assert (caption.name, caption.version) == ("captioner", "")
+    assert (caption.beam_size, caption.max_len, caption.length_penalty) == (3, 20, 0.0)
+    assert caption.encoder.fine_tuned_blocks == 0
+    assert caption.encoder.preprocess.interpolation == "bicubic"
+    activity = Manifest.from_dict(_activity_dict())
+    assert (activity.name, activity.num_frames, activity.tokens) == ("activity", 16, [])
+
+
+def test_unknown_fields_are_kept() -> None:
+    d = {**_caption_dict(), "notes": {"by": "someone"}}
+    assert Manifest.from_dict(d).to_dict()["notes"] == {"by": "someone"}
+
+
+def test_the_typed_manifest_shares_nothing_with_the_dict(bundle_dir) -> None:
+    save_bundle(bundle_dir, Manifest.from_dict(_caption_dict()), _weights())
+    bundle = load_bundle(bundle_dir)
+    bundle.spec.vocabulary["tokens"].append("cat")
+    assert bundle.manifest["vocabulary"]["tokens"][-1] == "dog"
+
+
+def _set(path: str, value):
+    """A change to a manifest dict: set the dotted ``path`` to ``value`` (None: delete it)."""
+
+    def change(d: dict) -> None:
+        *parents, last = path.split(".")
+        for key in parents:
+            d = d[key]
+        if value is None:
+            del d[last]
+        else:
+            d[last] = value
+
+    return change
+
+
+BAD_FIELDS = [
+    ("task", "poetry", "task 'poetry'|'task' must be one of"),  # read_manifest checks it first
+    ("name", 3, "'name' must be a non-empty string"),
+    ("version", 1, "'version' must be a string"),
+    ("encoder", None, "'encoder' is missing"),
+    ("encoder.name", "", "'encoder.name' must be a non-empty string"),
+    ("encoder.preprocess.size", "224", "'encoder.preprocess.size' must be a positive integer"),
+    ("encoder.preprocess.mean", [0.5, 0.5], "'encoder.preprocess.mean' must be a list of 3"),
+    ("encoder.preprocess.std", [0.5, 0, 0.5], "'encoder.preprocess.std' must be a list of 3 pos"),
+    ("encoder.preprocess.interpolation", "nearest", "'encoder.preprocess.interpolation'"),
+    ("encoder.feature_dim", 0, "'encoder.feature_dim' must be a positive integer"),
+    ("encoder.fine_tuned_blocks", True, "'encoder.fine_tuned_blocks' must be an integer >= 0"),
+    ("model", [], "'model' must be a JSON object"),
+    ("vocabulary", None, "'vocabulary' is missing"),
+    ("vocabulary.tokens", [], "'vocabulary.tokens' must be a non-empty list of strings"),
+    ("decoding", {"beam_size": 0}, "'decoding.beam_size' must be a positive integer"),
+    ("decoding", {"length_penalty": "0"}, "'decoding.length_penalty' must be a number"),
+    ("files", {"decoder.safetensors": {}}, "'files.decoder.safetensors.sha256' is missing"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "message"), BAD_FIELDS)
+def test_a_bad_field_is_named_with_the_file(bundle_dir, path, value, message) -> None:
+    manifest = {**json.loads((bundle_dir / MANIFEST).read_text()), **_caption_dict()}
+    _set(path, value)(manifest)
+    (bundle_dir / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=message) as info:
+        read_spec(bundle_dir)
+    assert str(bundle_dir / MANIFEST) in str(info.value)
+    with pytest.raises(BundleError, match=message) as info:
+        _ = Bundle(bundle_dir, manifest, {}).spec
+    assert str(bundle_dir / MANIFEST) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("task", "poetry", "'task' must be one of"),
+        ("classes", None, "'classes' is missing"),
+        ("classes", ["left", "left"], "'classes' must be a list of distinct class names"),
+        ("sampling", {"num_frames": "16"}, "'sampling.num_frames' must be a positive integer"),
+    ],
+)
+def test_a_bad_activity_field_is_named(path, value, message) -> None:
+    d = _activity_dict()
+    _set(path, value)(d)
+    with pytest.raises(BundleError, match=message):
+        Manifest.from_dict(d, where="clips/manifest.json")
+
+
+def test_the_writer_checks_a_typed_manifest_before_writing(tmp_path) -> None:
+    good = Manifest.from_dict(_caption_dict())
+    bad = dataclasses.replace(good, vocabulary=None)
+    with pytest.raises(BundleError, match="'vocabulary' is missing"):
+        save_bundle(tmp_path / "b", bad, _weights())
+    assert not (tmp_path / "b").exists()
+    written = json.loads((save_bundle(tmp_path / "b", good, _weights()) / MANIFEST).read_text())
+    assert list(written)[:3] == ["format", "format_version", "task"]
+    assert list(written)[-1] == "files"
+    assert read_spec(tmp_path / "b") == dataclasses.replace(good, files=written["files"])
+
+
+def test_a_typed_encoder_entry_from_a_built_encoder() -> None:
+    entry = EncoderEntry.of(build_encoder("toy"), fine_tuned_blocks=1)
+    assert (entry.name, entry.feature_dim, entry.fine_tuned_blocks) == ("toy", 32, 1)
+    assert EncoderEntry.from_dict(entry.to_dict()) == entry
+
+
+# --------------------------------------------------------------------------- shipped bundles
+
+
+def test_shipped_bundles_are_found_in_the_source_tree() -> None:
+    root = Path(__file__).resolve().parent.parent
+    for task in TASKS:
+        assert shipped_bundle_dir(task) == root / "weights" / f"{task}-default"
+        assert (shipped_bundle_dir(task) / MANIFEST).is_file()
+    # The package-data route the wheel takes (pyproject.toml: captioner._weights).
+    assert (root / "captioner" / "_weights").resolve() == (root / "weights").resolve()
+    with pytest.raises(ValueError, match="task must be one of"):
+        shipped_bundle_dir("poetry")

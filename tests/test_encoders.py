@@ -248,3 +248,69 @@ def test_preprocess_dict_round_trip() -> None:
     pre = Preprocess(size=256, mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6), interpolation="bilinear")
     assert Preprocess.from_dict(pre.to_dict()) == pre
     assert Preprocess.from_dict({"size": 224, "mean": [0.5] * 3, "std": [0.5] * 3}) == Preprocess()
+
+
+# --------------------------------------------------------------------------- grid cells
+
+
+def _count_trunk_passes(enc: encoders.Encoder) -> list[int]:
+    passes: list[int] = []
+    enc.trunk.register_forward_hook(lambda *_: passes.append(1))
+    return passes
+
+
+def test_grid_cells_of_lite0_at_its_input_size(encoder) -> None:
+    assert encoder.grid_shape == (7, 7)
+    assert encoder.grid_cells == 49
+
+
+def test_grid_cells_are_computed_once_per_input_size() -> None:
+    enc = build_encoder("toy")
+    passes = _count_trunk_passes(enc)
+    assert (enc.grid_cells, enc.grid_cells, enc.grid_shape) == (49, 49, (7, 7))
+    assert len(passes) == 1
+    enc.preprocess = Preprocess(size=64)  # activity bundles shrink the input size
+    assert (enc.grid_cells, enc.grid_shape) == (4, (2, 2))
+    assert len(passes) == 2
+
+
+def test_grid_cells_leave_training_batchnorm_alone(classifier, monkeypatch) -> None:
+    monkeypatch.setattr(encoders, "load_lite0_classifier", lambda: copy.deepcopy(classifier))
+    enc = build_encoder("efficientnet_lite0", trainable_blocks=1).train()
+    bn = enc.trunk.model.bn2  # in the trainable head, so in train mode
+    assert bn.training
+    before = bn.running_mean.clone()
+    assert enc.grid_cells == 49
+    assert bn.training and enc.training  # modes restored
+    torch.testing.assert_close(bn.running_mean, before, rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------- the toy encoder
+
+
+def test_toy_encoder_builds_the_same_weights_every_time() -> None:
+    rng = torch.random.get_rng_state()
+    a, b = build_encoder("toy"), build_encoder("toy")
+    assert torch.equal(torch.random.get_rng_state(), rng)  # global random state untouched
+    assert "toy" in encoders.available()
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+    assert not any(p.requires_grad for p in a.parameters())
+
+
+def test_toy_encoder_has_the_encoder_interface() -> None:
+    enc = build_encoder("toy")
+    pre = enc.preprocess
+    images = [Image.fromarray(skdata.chelsea()), Image.fromarray(skdata.coffee())]
+    x = pre.normalize(torch.stack([pre.to_uint8(im) for im in images]))
+    with torch.no_grad():
+        grid, pooled = enc(x)
+    assert grid.shape == (2, enc.grid_cells, enc.feature_dim) == (2, 49, 32)
+    torch.testing.assert_close(pooled, grid.mean(dim=1))
+    assert (pooled[0] - pooled[1]).abs().max() > 1e-2  # different pictures, different features
+
+
+def test_toy_encoder_unfreezes_its_last_blocks() -> None:
+    enc = build_encoder("toy", trainable_blocks=1)
+    trainable = {n for n, p in enc.named_parameters() if p.requires_grad}
+    assert trainable == {"trunk.2.0.weight", "trunk.2.0.bias"}

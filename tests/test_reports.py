@@ -21,13 +21,12 @@ import pytest
 import torch
 from PIL import Image
 
-import captioner.inference
-from captioner.bundle import save_bundle
+from captioner.bundle import EncoderEntry, save_bundle
 from captioner.cli import main
 from captioner.data.captions import CaptionRecord
 from captioner.data.videos import VideoRecord
 from captioner.drawing import PALETTE, attention_overlay
-from captioner.encoders import Preprocess
+from captioner.encoders import build_encoder
 from captioner.evaluation import (
     ActivityEvaluation,
     classification_report,
@@ -119,20 +118,7 @@ def near(img: Image.Image, colour: tuple[int, int, int], tol: int = 40) -> int:
 
 
 @pytest.fixture(scope="module")
-def shared_encoder(tiny_captioner):
-    """Reuse the session's frozen encoder instead of building one per bundle load."""
-
-    def build(name: str = "efficientnet_lite0", trainable_blocks: int = 0):
-        assert name == "efficientnet_lite0" and trainable_blocks == 0
-        return tiny_captioner.encoder
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(captioner.inference.common, "build_encoder", build)
-        yield
-
-
-@pytest.fixture(scope="module")
-def caption_eval(tiny_bundle, scene_data, shared_encoder, tmp_path_factory):
+def caption_eval(tiny_bundle, scene_data, tmp_path_factory):
     cache = tmp_path_factory.mktemp("report-cache")
     return run_caption_evaluation(
         tiny_bundle,
@@ -254,9 +240,7 @@ def test_caption_report_escapes_text(tmp_path) -> None:
     assert page.articles["samples"][0]["words"] == ["a", "cat"]
 
 
-def test_cli_caption_report_matches_the_printed_json(
-    tiny_bundle, scene_data, shared_encoder, tmp_path
-) -> None:
+def test_cli_caption_report_matches_the_printed_json(tiny_bundle, scene_data, tmp_path) -> None:
     report = tmp_path / "report"
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
@@ -322,7 +306,7 @@ def test_activity_report_without_pairs_has_no_pair_table(tmp_path) -> None:
     assert "pairs" not in page.tables and "per-class" in page.tables
 
 
-def test_cli_activity_report(shared_encoder, tmp_path) -> None:
+def test_cli_activity_report(tmp_path) -> None:
     from captioner.data.motion import CLASSES as MOTION
     from captioner.data.motion import generate_motion
 
@@ -330,17 +314,15 @@ def test_cli_activity_report(shared_encoder, tmp_path) -> None:
     generate_motion(data, seed=1, n_per_class=1, n_val_per_class=1, n_test_per_class=1,
                     frames=6, size=48, progress=False)  # fmt: skip
     torch.manual_seed(0)
-    config = ActivityModelConfig(num_classes=len(MOTION), cell_dim=4, embed_dim=8, hidden_dim=8)
+    toy = build_encoder("toy")
+    config = ActivityModelConfig(
+        num_classes=len(MOTION), feature_dim=toy.feature_dim, cell_dim=4, embed_dim=8, hidden_dim=8
+    )
     manifest = {
         "task": "activity",
         "name": "tiny-activity",
         "version": "1",
-        "encoder": {
-            "name": "efficientnet_lite0",
-            "preprocess": Preprocess().to_dict(),
-            "feature_dim": 1280,
-            "fine_tuned_blocks": 0,
-        },
+        "encoder": EncoderEntry.of(toy, "toy").to_dict(),
         "model": config.to_dict(),
         "classes": list(MOTION),
         "sampling": {"num_frames": 2, "mode": "uniform"},

@@ -1,4 +1,4 @@
-"""Caption training and evaluation on a tiny synthetic dataset (real encoder, tiny decoder)."""
+"""Caption training and evaluation on a tiny synthetic dataset (toy encoder, tiny decoder)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ def count_encodes() -> Iterator[list[int]]:
 
 def train(scene_data: Path, out: Path, cache: Path, **kwargs) -> Path:
     options = dict(model_opts=OPTS, train_cfg=CFG, device="cpu", cache_root=cache, workers=0)
+    options["encoder_name"] = "toy"  # seeded random convs: the plumbing, not the features
     options.update(kwargs)
     return train_caption(
         scene_data / "train.json", scene_data / "val.json", scene_data / "images", out, **options
@@ -69,25 +70,6 @@ def subset_copy(src: Path, dst: Path, n_train: int, n_val: int) -> Path:
             shutil.copyfile(src / "images" / img["file_name"], target)
         (dst / f"{split}.json").write_text(json.dumps(doc))
     return dst
-
-
-@pytest.fixture(scope="module", autouse=True)
-def shared_encoder(tiny_captioner):
-    """Reuse the session's frozen EfficientNet-Lite0 instead of rebuilding it for every run.
-
-    Building it (reading the embedded weights) takes seconds; the encoder is frozen and in eval
-    mode, so sharing one instance between runs changes no result.
-    """
-    import captioner.inference
-
-    def build(name: str = "efficientnet_lite0", trainable_blocks: int = 0):
-        assert name == "efficientnet_lite0" and trainable_blocks == 0
-        return tiny_captioner.encoder
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(caption_training, "build_encoder", build)
-        mp.setattr(captioner.inference.common, "build_encoder", build)
-        yield
 
 
 @pytest.fixture(scope="module")

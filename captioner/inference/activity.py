@@ -183,18 +183,18 @@ class ActivityClassifier:
     ) -> ActivityClassifier:
         """Load an activity bundle (hash-checked) and its encoder."""
         b = open_bundle(bundle, "activity")
-        m = b.manifest
+        spec = b.spec
         try:
-            config = ActivityModelConfig.from_dict(m["model"])
-            classes = list(m["classes"])
+            config = ActivityModelConfig.from_dict(spec.model)
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{b.path}/manifest.json is incomplete or invalid: {exc}") from exc
+        classes = list(spec.classes or [])
         encoder = bundle_encoder(b)
         if len(classes) != config.num_classes:
             raise BundleError(f"{b.path}: {len(classes)} class names for {config.num_classes}")
         model = ActivityModel(config)
         load_state_strict(model, b.weights["model.safetensors"], "activity model")
-        return cls(encoder, model, classes, manifest=m, device=device)
+        return cls(encoder, model, classes, manifest=spec.to_dict(), device=device)
 
     @property
     def name(self) -> str:

@@ -250,10 +250,10 @@ class Captioner(CaptionPipeline):
     ) -> Captioner:
         """Load a caption bundle (hash-checked) and its encoder."""
         b = open_bundle(bundle, "caption")
-        m = b.manifest
+        spec = b.spec
         try:
-            vocab = Vocabulary.from_dict(m["vocabulary"])
-            config = CaptionDecoderConfig.from_dict(m["model"])
+            vocab = Vocabulary.from_dict(spec.vocabulary or {})
+            config = CaptionDecoderConfig.from_dict(spec.model)
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{b.path}/manifest.json is incomplete or invalid: {exc}") from exc
         if config.vocab_size != len(vocab):
@@ -268,7 +268,7 @@ class Captioner(CaptionPipeline):
             )
         decoder = CaptionDecoder(config)
         load_state_strict(decoder, b.weights["decoder.safetensors"], "decoder")
-        return cls(encoder, decoder, vocab, manifest=m, device=device)
+        return cls(encoder, decoder, vocab, manifest=spec.to_dict(), device=device)
 
     @property
     def name(self) -> str:

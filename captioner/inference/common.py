@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from pathlib import Path
 
 import torch
 
-from captioner.bundle import Bundle, BundleError, load_bundle, load_state_strict
-from captioner.encoders import Encoder, Preprocess, build_encoder
+from captioner.bundle import (
+    Bundle,
+    BundleError,
+    load_bundle,
+    load_state_strict,
+    shipped_bundle_dir,
+)
+from captioner.encoders import Encoder, build_encoder
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -67,19 +76,28 @@ def bundle_encoder(b: Bundle) -> Encoder:
 
     Preprocessing travels with the bundle: a mismatch would give every image one caption.
     """
-    try:
-        encoder = build_encoder(b.manifest["encoder"]["name"])
-        encoder.preprocess = Preprocess.from_dict(b.manifest["encoder"]["preprocess"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"{b.path}/manifest.json has no valid encoder entry: {exc}") from exc
+    entry = b.spec.encoder
+    encoder = build_encoder(entry.name)
+    encoder.preprocess = entry.preprocess
     if "encoder.safetensors" in b.weights:
         load_state_strict(encoder.trunk, b.weights["encoder.safetensors"], "encoder")
+    rows, cols = encoder.grid_shape
+    log.info(
+        "%s: encoder %s at %d px, a %dx%d grid of %d-d features",
+        b.path.name,
+        entry.name,
+        entry.preprocess.size,
+        rows,
+        cols,
+        encoder.feature_dim,
+    )
     return encoder
 
 
 def default_bundle_dir(task: str = "caption") -> Path:
-    """The shipped bundle: ``$CAPTIONER_<TASK>_BUNDLE``, else ``weights/<task>-default``."""
+    """The shipped bundle: ``$CAPTIONER_<TASK>_BUNDLE``, else the one installed with the package
+    (``weights/<task>-default`` in a source checkout)."""
     env = os.environ.get(f"CAPTIONER_{task.upper()}_BUNDLE")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "weights" / f"{task}-default"
+    return shipped_bundle_dir(task)

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from captioner import metrics
+from captioner.bundle import EncoderEntry, Manifest
 from captioner.data.features import build_feature_cache, cache_key, keys_digest
 from captioner.data.videos import ClipFiles, VideoDataset, VideoRecord, load_video_dataset
 from captioner.encoders import Encoder, build_encoder
@@ -252,20 +253,15 @@ def train_activity(
         reverse_pairs=opts.reverse_pairs,
     )
     result = fit(task, train_cfg, out, dev, resume=resume)
-    manifest = {
-        "task": "activity",
-        "name": name,
-        "version": "1",
-        "encoder": {
-            "name": encoder_name,
-            "preprocess": encoder.preprocess.to_dict(),
-            "feature_dim": encoder.feature_dim,
-            "fine_tuned_blocks": 0,
-        },
-        "model": config.to_dict(),
-        "classes": train_data.classes,
-        "sampling": {"num_frames": opts.num_frames, "mode": "uniform"},
-        "training": {
+    manifest = Manifest(
+        task="activity",
+        name=name,
+        version="1",
+        encoder=EncoderEntry.of(encoder, encoder_name),
+        model=config.to_dict(),
+        classes=train_data.classes,
+        sampling={"num_frames": opts.num_frames, "mode": "uniform"},
+        training={
             "data": {
                 "train": str(data),
                 "val": str(val),
@@ -279,6 +275,6 @@ def train_activity(
             "epochs_run": len(result.history),
             "stopped_early": result.stopped_early,
         },
-        "metrics": {"val": result.best_metrics},
-    }
+        metrics={"val": result.best_metrics},
+    )
     return distributed.save_bundle_on_main(out, manifest, {"model.safetensors": result.best_state})

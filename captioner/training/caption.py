@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from captioner import metrics
+from captioner.bundle import EncoderEntry, Manifest
 from captioner.data.captions import CaptionRecord, load_captions
 from captioner.data.features import build_feature_cache, cache_key, keys_digest
 from captioner.data.images import ImageFiles, image_loader
@@ -224,10 +225,7 @@ def cached_split(
 
 def grid_cells(encoder: Encoder) -> int:
     """Number of cells N in the encoder's (B, N, C) grid at its input size."""
-    size = encoder.preprocess.size
-    device = next(encoder.parameters()).device
-    with torch.inference_mode():
-        return int(encoder(torch.zeros(1, 3, size, size, device=device))[0].size(1))
+    return encoder.grid_cells
 
 
 @dataclass(frozen=True)
@@ -358,24 +356,19 @@ def train_caption(
                 ("encoder.safetensors", "encoder.trunk."),
             )
         }
-    manifest = {
-        "task": "caption",
-        "name": name,
-        "version": "1",
-        "encoder": {
-            "name": encoder_name,
-            "preprocess": encoder.preprocess.to_dict(),
-            "feature_dim": encoder.feature_dim,
-            "fine_tuned_blocks": tuned,
-        },
-        "model": config.to_dict(),
-        "vocabulary": vocab.to_dict(),
-        "decoding": {
+    manifest = Manifest(
+        task="caption",
+        name=name,
+        version="1",
+        encoder=EncoderEntry.of(encoder, encoder_name, fine_tuned_blocks=tuned),
+        model=config.to_dict(),
+        vocabulary=vocab.to_dict(),
+        decoding={
             "beam_size": model_opts.beam_size,
             "max_len": model_opts.max_len,
             "length_penalty": 0.0,
         },
-        "training": {
+        training={
             "data": {
                 "train": str(train_data),
                 "val": str(val_data),
@@ -391,6 +384,6 @@ def train_caption(
             "epochs_run": len(result.history),
             "stopped_early": result.stopped_early,
         },
-        "metrics": {"val": result.best_metrics},
-    }
+        metrics={"val": result.best_metrics},
+    )
     return distributed.save_bundle_on_main(out, manifest, weights)

@@ -2,11 +2,13 @@
 
 The manifest says everything needed to rebuild the model without the training code: format
 version, task, encoder name and preprocessing, decoder config, vocabulary or class names,
-decoding defaults, how it was trained, its metrics, and the sha256 of every weight file.
+decoding defaults, how it was trained, its metrics, and the sha256 of every weight file. Its
+typed form is :class:`~captioner.bundle.manifest.Manifest` (``Bundle.spec``, ``read_spec``).
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 import tempfile
@@ -16,16 +18,34 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from captioner.bundle.manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    TASKS,
+    BundleError,
+    EncoderEntry,
+    Manifest,
+)
 from captioner.encoders import sha256_file
 
-FORMAT = "captioner-bundle"
-FORMAT_VERSION = 1
-TASKS = ("caption", "activity")
-MANIFEST = "manifest.json"
-
-
-class BundleError(ValueError):
-    """A bundle that cannot be used: missing files, wrong hash, unknown version, bad shapes."""
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "TASKS",
+    "Bundle",
+    "BundleError",
+    "EncoderEntry",
+    "Manifest",
+    "load_bundle",
+    "load_state_strict",
+    "read_manifest",
+    "read_spec",
+    "record_metrics",
+    "save_bundle",
+    "shipped_bundle_dir",
+]
 
 
 @dataclass
@@ -39,6 +59,11 @@ class Bundle:
     @property
     def task(self) -> str:
         return self.manifest["task"]
+
+    @property
+    def spec(self) -> Manifest:
+        """The manifest, typed and checked (a BundleError names the bad field and the file)."""
+        return Manifest.from_dict(self.manifest, where=str(self.path / MANIFEST))
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -54,16 +79,27 @@ def _atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
 
 
+def _write_manifest(folder: Path, manifest: dict) -> None:
+    text = json.dumps(manifest, indent=2) + "\n"
+    _atomic_write(folder / MANIFEST, lambda tmp: Path(tmp).write_text(text))
+
+
 def save_bundle(
     path: str | os.PathLike,
-    manifest: dict,
+    manifest: Manifest | dict,
     weights: dict[str, dict[str, torch.Tensor]],
 ) -> Path:
     """Write ``weights`` ({file name: state dict}) and a manifest with their hashes to ``path``.
 
-    ``manifest`` holds the task-specific fields (``task``, ``encoder``, ``model``, ...); this
-    function adds the format, version and file hashes.
+    ``manifest`` is a :class:`Manifest` (checked before anything is written) or a dict of the
+    task-specific fields (``task``, ``encoder``, ``model``, ...); this function adds the
+    format, version and file hashes.
     """
+    if isinstance(manifest, Manifest):
+        # A round trip through the reader: what is written is what a loader will accept.
+        Manifest.from_dict(manifest.to_dict(), where=f"the manifest for {path}")
+        manifest = manifest.to_dict()
+    manifest = {k: v for k, v in manifest.items() if k not in ("format", "format_version", "files")}
     if manifest.get("task") not in TASKS:
         raise BundleError(f"manifest task must be one of {TASKS}, got {manifest.get('task')!r}")
     out = Path(path)
@@ -77,9 +113,9 @@ def save_bundle(
         tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
         _atomic_write(out / name, lambda tmp, t=tensors: save_file(t, tmp))
         files[name] = {"sha256": sha256_file(out / name), "bytes": (out / name).stat().st_size}
-    full = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest, "files": files}
-    text = json.dumps(full, indent=2, sort_keys=False) + "\n"
-    _atomic_write(out / MANIFEST, lambda tmp: Path(tmp).write_text(text))
+    _write_manifest(
+        out, {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest, "files": files}
+    )
     return out
 
 
@@ -109,6 +145,13 @@ def read_manifest(path: str | os.PathLike) -> dict:
     if not isinstance(manifest.get("files"), dict) or not manifest["files"]:
         raise BundleError(f"{file} lists no weight files")
     return manifest
+
+
+def read_spec(path: str | os.PathLike) -> Manifest:
+    """Read a bundle's manifest, typed and checked, without loading weights."""
+    folder = Path(path)
+    file = folder / MANIFEST if folder.is_dir() else folder
+    return Manifest.from_dict(read_manifest(folder), where=str(file))
 
 
 def load_bundle(path: str | os.PathLike) -> Bundle:
@@ -164,5 +207,20 @@ def record_metrics(path: str | os.PathLike, name: str, values: dict) -> None:
     folder = Path(path)
     manifest = read_manifest(folder)
     manifest.setdefault("metrics", {})[name] = values
-    text = json.dumps(manifest, indent=2) + "\n"
-    _atomic_write(folder / MANIFEST, lambda tmp: Path(tmp).write_text(text))
+    _write_manifest(folder, manifest)
+
+
+def shipped_bundle_dir(task: str = "caption") -> Path:
+    """The default bundle for ``task`` shipped with captioner (``<task>-default``).
+
+    Installed, it is package data (``captioner/_weights``, which is ``weights/`` in the source
+    tree); otherwise the source tree's ``weights/``. The path is returned even when missing, so
+    that the loader's error names it.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    name = f"{task}-default"
+    packaged = importlib.resources.files("captioner") / "_weights" / name
+    if isinstance(packaged, Path) and (packaged / MANIFEST).is_file():  # a plain folder, no zip
+        return packaged.resolve()
+    return Path(__file__).resolve().parents[2] / "weights" / name
