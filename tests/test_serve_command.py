@@ -153,6 +153,10 @@ def test_thread_counts_default_from_the_cores_and_are_applied_at_start_up(monkey
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert Settings().torch_threads == 3
     assert Settings(torch_threads=2).torch_threads == 2
+    import captioner.video.intake as intake
+
+    # As in a fresh process: nothing has restricted FFmpeg yet, and the variable is unset.
+    monkeypatch.setattr(intake, "_restricted", False)
     monkeypatch.delenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", raising=False)
     before = torch.get_num_threads(), cv2.getNumThreads()
     try:
