@@ -211,8 +211,8 @@ def label_videos(
     out: str | os.PathLike | None = None,
     top_k: int = 5,
     timeline: bool = False,
-    window: float = 2.0,
-    stride: float = 1.0,
+    window: float | None = None,
+    stride: float | None = None,
     batch_size: int = 4,
     workers: int = 2,
     device: str = "auto",
@@ -228,11 +228,13 @@ def label_videos(
     """
     if top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {top_k}")
-    if timeline:
-        sliding_windows(60.0, window, stride)  # refuses bad window/stride before any work
+    if timeline and window is not None:  # refuse a bad window / stride before any work
+        sliding_windows(60.0, window, window / 2 if stride is None else stride)
     clf = model or load(bundle or default_bundle_dir("activity"), device=device)
     if not isinstance(clf, ActivityClassifier):
         raise ValueError(f"{bundle} is not an activity bundle (task: caption)")
+    if timeline:
+        window, stride = clf.timeline_window(window, stride)
 
     def infer(items: list[tuple[ClipInput, str]], _paths: list[Path]) -> list[dict]:
         rows = [r.to_dict() for r in clf.classify_inputs([clip for clip, _ in items], top_k)]

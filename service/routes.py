@@ -201,13 +201,20 @@ async def activity(
     file: Annotated[UploadFile, File(description="a video (MP4/MOV, AVI, MKV/WebM)")],
     top_k: Annotated[int, Query(ge=1, le=100)] = 5,
     timeline: bool = False,
-    window: Annotated[float, Query(gt=0.0, le=600.0)] = 2.0,
-    stride: Annotated[float, Query(gt=0.0, le=600.0)] = 1.0,
+    window: Annotated[
+        float | None,
+        Query(gt=0.0, le=600.0, description="seconds; default: the model's training clip length"),
+    ] = None,
+    stride: Annotated[
+        float | None, Query(gt=0.0, le=600.0, description="seconds; default: half the window")
+    ] = None,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     model: ActivityClassifier = rt.model("activity")
-    if timeline and stride > window:
-        raise HTTPException(422, f"stride ({stride}) must not exceed window ({window})")
+    if timeline:
+        window, stride = model.timeline_window(window, stride)
+        if stride > window:
+            raise HTTPException(422, f"stride ({stride}) must not exceed window ({window})")
     data = await file.read()
 
     def decode(should_stop: Callable[[], bool]) -> ActivityJob:

@@ -20,7 +20,7 @@ from PIL import Image
 
 import captioner
 import captioner.training.activity as activity_training
-from captioner.bundle import load_bundle
+from captioner.bundle import load_bundle, read_manifest
 from captioner.cli import main
 from captioner.data.motion import CLASSES
 from captioner.evaluation import evaluate_activity, plot_confusion
@@ -490,3 +490,27 @@ def test_batch_timeline_matches_the_api_and_encodes_each_frame_once(
     assert row["label"] == expected.label
     # 6 windows and the whole clip, 16 samples each, yet only 12 distinct frames to encode.
     assert len(row["timeline"]) == 6 and encoded == [12]
+
+
+def test_timeline_window_defaults_to_the_training_clip_length_and_warns_below(
+    clf, motion, tmp_path, caplog
+) -> None:
+    import copy as copy_
+
+    model = copy_.copy(clf)
+    model.clip_seconds, model._warned_windows = {"min": 1.0, "median": 1.0}, set()
+    assert model.timeline_window() == (1.0, 0.5)
+    assert model.timeline_window(2.0) == (2.0, 1.0) and not caplog.records
+    good = clip(motion, "moving_left")  # 12 frames at 12 fps: one second
+    result = model.classify(good, timeline=True)
+    assert [(w["start"], w["end"]) for w in result.timeline] == [(0.0, 1.0)]
+    caplog.set_level(logging.WARNING)
+    model.timeline_window(0.5)
+    model.timeline_window(0.5)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "shorter than the 1 s clips" in warnings[0]
+
+
+def test_trained_bundles_record_their_clip_length(bundle) -> None:
+    sampling = read_manifest(bundle)["sampling"]
+    assert sampling["clip_seconds"] == {"min": 1.0, "median": 1.0}  # 12 frames at 12 fps

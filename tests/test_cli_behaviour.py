@@ -158,4 +158,4 @@ def test_help_shows_defaults(capsys) -> None:
         main(["activity", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "labels listed per video (default: 5)" in text
-    assert "timeline window, seconds (default: 2.0)" in text
+    assert "timeline window, seconds (default: the length of the model's training clips" in text

@@ -73,8 +73,15 @@ def add_activity(sub) -> None:
     p.add_argument("--bundle", help="activity bundle folder (default: weights/activity-default)")
     p.add_argument("--top-k", type=positive, default=5, help="labels listed per video")
     p.add_argument("--timeline", action="store_true", help="also label sliding windows")
-    p.add_argument("--window", type=float, default=2.0, help="timeline window, seconds")
-    p.add_argument("--stride", type=float, default=1.0, help="timeline stride, seconds")
+    p.add_argument(
+        "--window",
+        type=float,
+        help="timeline window, seconds (default: the length of the model's training clips, "
+        "2 s for the shipped model; shorter windows are labelled less reliably)",
+    )
+    p.add_argument(
+        "--stride", type=float, help="timeline stride, seconds (default: half the window)"
+    )
     p.add_argument("--batch-size", type=positive, default=4, help="videos per model batch")
     p.add_argument("--workers", type=non_negative, default=2, help="decoding processes")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -93,8 +100,8 @@ def _cmd_activity(args: argparse.Namespace) -> int:
     from captioner.video import sliding_windows
 
     check_output_path(args.out)
-    if args.timeline:
-        sliding_windows(60.0, args.window, args.stride)  # refuses a bad window / stride
+    if args.timeline and args.window is not None:  # refuses a bad window / stride
+        sliding_windows(60.0, args.window, args.stride or args.window / 2)
 
     job = partial(
         label_videos,

@@ -8,6 +8,7 @@ labels a batch of them, timelines included, encoding every distinct frame once.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -42,6 +43,9 @@ from captioner.video import (
 )
 
 VideoSource = str | os.PathLike | bytes | bytearray
+DEFAULT_WINDOW_S = 2.0  # timeline window of a model that does not say its clip length
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -175,7 +179,14 @@ class ActivityClassifier:
         self.classes = list(classes)
         self.manifest = manifest or {}
         self.limits = limits
-        self.num_frames = int(self.manifest.get("sampling", {}).get("num_frames", 16))
+        sampling = self.manifest.get("sampling", {})
+        self.num_frames = int(sampling.get("num_frames", 16))
+        seconds = sampling.get("clip_seconds") or {}
+        # The length of the clips it was trained on: the natural timeline window.
+        self.clip_seconds: dict[str, float] | None = (
+            {k: float(seconds[k]) for k in ("min", "median")} if seconds else None
+        )
+        self._warned_windows: set[float] = set()
 
     @classmethod
     def from_bundle(
@@ -208,6 +219,32 @@ class ActivityClassifier:
     def precision(self) -> str:
         return precision_name(self.device)
 
+    @property
+    def default_window(self) -> float:
+        """Timeline window when none is given: the training clips' length (2 s if unknown)."""
+        return self.clip_seconds["median"] if self.clip_seconds else DEFAULT_WINDOW_S
+
+    def timeline_window(
+        self, window: float | None = None, stride: float | None = None
+    ) -> tuple[float, float]:
+        """Resolve a timeline's ``(window, stride)``: the training clip length and half of it by
+        default. A window shorter than the shortest training clip is allowed, with a warning:
+        the model never saw so little of a motion, and labels such windows less reliably."""
+        window = self.default_window if window is None else float(window)
+        stride = window / 2 if stride is None else float(stride)
+        shortest = self.clip_seconds["min"] if self.clip_seconds else None
+        if shortest is not None and window < shortest - 1e-6 and window not in self._warned_windows:
+            self._warned_windows.add(window)
+            log.warning(
+                "timeline windows of %g s are shorter than the %g s clips %s was trained on: "
+                "expect less reliable labels (use --window %g or more)",
+                window,
+                shortest,
+                self.name,
+                shortest,
+            )
+        return window, stride
+
     # -- preprocess -------------------------------------------------------------------------
 
     def local_file(self, source: VideoSource) -> contextlib.AbstractContextManager[Path]:
@@ -219,20 +256,23 @@ class ActivityClassifier:
         self,
         source: VideoSource,
         timeline: bool = False,
-        window: float = 2.0,
-        stride: float = 1.0,
+        window: float | None = None,
+        stride: float | None = None,
         max_windows: int | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> ClipInput:
-        """Decode one video for :meth:`classify_inputs` (MediaError on bad input)."""
+        """Decode one video for :meth:`classify_inputs` (MediaError on bad input); timeline
+        windows as :meth:`timeline_window` resolves them."""
+        if timeline:
+            window, stride = self.timeline_window(window, stride)
         return prepare_clip(
             source,
             self.num_frames,
             self.size,
             self.limits,
             timeline=timeline,
-            window=window,
-            stride=stride,
+            window=window or DEFAULT_WINDOW_S,
+            stride=stride or DEFAULT_WINDOW_S / 2,
             max_windows=max_windows,
             should_stop=should_stop,
         )
@@ -305,13 +345,14 @@ class ActivityClassifier:
         videos: VideoSource | Sequence[VideoSource],
         top_k: int = 5,
         timeline: bool = False,
-        window: float = 2.0,
-        stride: float = 1.0,
+        window: float | None = None,
+        stride: float | None = None,
     ) -> ActivityResult | list[ActivityResult]:
         """Label one video (-> a result) or several (-> a list, in order).
 
         With ``timeline``, the video is also labelled in sliding windows of ``window`` seconds
-        every ``stride`` seconds (each window sampled like a whole clip).
+        (default: the length of the model's training clips) every ``stride`` seconds (default:
+        half the window), each window sampled like a whole clip.
         """
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
@@ -324,7 +365,7 @@ class ActivityClassifier:
         return results[0] if single else results
 
     def timeline(
-        self, source: VideoSource, window: float = 2.0, stride: float = 1.0
+        self, source: VideoSource, window: float | None = None, stride: float | None = None
     ) -> list[dict[str, Any]]:
         """Labels over time: ``[{start, end, label, score}]`` for sliding windows."""
         result = self.classify_inputs([self.prepare(source, True, window, stride)], 1)[0]

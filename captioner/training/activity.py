@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import math
 import os
+import statistics
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,10 +24,12 @@ from captioner.inference import (
     prepare_encoder,
     resolve_device,
 )
+from captioner.media import MediaError
 from captioner.models.activity import ActivityModel, ActivityModelConfig
 from captioner.training import distributed
 from captioner.training.caption import default_cache_root, grid_cells
 from captioner.training.loop import TrainConfig, fit
+from captioner.video import probe_video
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +120,21 @@ def _complete_reversal(classes: Sequence[str], opts: ActivityOptions) -> list[in
     if table is None or opts.head != "rnn" or bool((table < 0).any()):
         return None
     return table.tolist()
+
+
+def clip_seconds(paths: Sequence[Path], most: int = 400) -> dict[str, float] | None:
+    """The shortest and the median duration of the training videos (``most`` of them, spread
+    evenly): what timelines default their window to. None when none can be probed."""
+    step = max(1, len(paths) // most)
+    durations = []
+    for path in list(paths)[::step]:
+        try:
+            durations.append(probe_video(path).duration_s)
+        except MediaError:
+            continue
+    if not durations:
+        return None
+    return {"min": round(min(durations), 3), "median": round(statistics.median(durations), 3)}
 
 
 class ActivityTask:
@@ -260,7 +278,11 @@ def train_activity(
         encoder=EncoderEntry.of(encoder, encoder_name),
         model=config.to_dict(),
         classes=train_data.classes,
-        sampling={"num_frames": opts.num_frames, "mode": "uniform"},
+        sampling={
+            "num_frames": opts.num_frames,
+            "mode": "uniform",
+            "clip_seconds": clip_seconds([r.path for r in train.records]),
+        },
         training={
             "data": {
                 "train": str(data),

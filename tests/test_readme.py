@@ -1,0 +1,30 @@
+"""The README's Python snippets run as written (from the repository root), on the CPU."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def python_blocks() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Use it from Python") : text.index("## Serve it over HTTP")]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+@pytest.mark.slow
+def test_the_python_snippets_run_as_written(monkeypatch, capsys) -> None:
+    blocks = python_blocks()
+    assert len(blocks) == 2
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(os, "environ", {**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    namespace: dict = {}
+    for block in blocks:  # the second block reuses the first one's import, as a reader would
+        exec(compile(block, "README.md", "exec"), namespace)
+    out = capsys.readouterr().out
+    assert "growing" in out and "cat" in out
