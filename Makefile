@@ -37,6 +37,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/feature_cache.py
 	$(BIN)/python bench/activity_clip.py
 	$(BIN)/python bench/service_load.py
+	$(BIN)/python bench/image_bombs.py
+	$(BIN)/python bench/timeline_accuracy.py
 
 clean:
 	rm -rf $(VENV) captions.jsonl activities.jsonl .pytest_cache
