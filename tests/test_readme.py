@@ -28,3 +28,21 @@ def test_the_python_snippets_run_as_written(monkeypatch, capsys) -> None:
         exec(compile(block, "README.md", "exec"), namespace)
     out = capsys.readouterr().out
     assert "growing" in out and "cat" in out
+
+
+@pytest.mark.slow
+def test_the_sample_output_is_what_make_run_prints() -> None:
+    import json
+
+    import captioner
+
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"`make run` writes.*?```json\n(.*?)```", text, re.S).group(1)
+    caption_row, activity_row = block.splitlines()
+    row = json.loads(caption_row)
+    result = captioner.load(device="cpu").caption(ROOT / row["path"])
+    assert (result.caption, round(result.log_prob, 4)) == (row["caption"], row["log_prob"])
+    path = re.search(r'"path": "([^"]+)"', activity_row).group(1)
+    label = re.search(r'"label": "([^"]+)"', activity_row).group(1)
+    clf = captioner.load(captioner.default_bundle_dir("activity"), device="cpu")
+    assert clf.classify(ROOT / path).label == label
