@@ -159,3 +159,17 @@ def test_onnx_without_its_packages_says_what_to_install(
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # import fails as if not installed
     text = _export_fails(default_bundle_dir(), tmp_path, caplog, fmt="onnx")
     assert "pip install" in text and "onnxscript" in text
+
+
+def test_the_onnx_exporters_chatter_shows_only_under_verbose(caplog) -> None:
+    from captioner.export import _quiet_exporter
+
+    chatter = logging.getLogger("onnx_ir.passes.common.unused_removal")
+    with caplog.at_level(logging.INFO):
+        with _quiet_exporter():
+            chatter.info("Removed 443 unused nodes")
+        assert "Removed" not in caplog.text
+    with caplog.at_level(logging.DEBUG):
+        with _quiet_exporter():
+            chatter.info("Removed 443 unused nodes")
+        assert "Removed" in caplog.text
