@@ -17,12 +17,14 @@ from typing import Any
 
 import torch
 
-from captioner.bundle import Bundle, BundleError, load_state_strict
+from captioner.bundle import Bundle, BundleError
 from captioner.encoders import Encoder
 from captioner.inference.common import (
     autocast,
     bundle_encoder,
+    bundle_module,
     encode_images,
+    manifest_part,
     open_bundle,
     precision_name,
     prepare_encoder,
@@ -195,16 +197,12 @@ class ActivityClassifier:
         """Load an activity bundle (hash-checked) and its encoder."""
         b = open_bundle(bundle, "activity")
         spec = b.spec
-        try:
-            config = ActivityModelConfig.from_dict(spec.model)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BundleError(f"{b.path}/manifest.json is incomplete or invalid: {exc}") from exc
+        config = manifest_part(b, lambda: ActivityModelConfig.from_dict(spec.model))
         classes = list(spec.classes or [])
         encoder = bundle_encoder(b)
         if len(classes) != config.num_classes:
             raise BundleError(f"{b.path}: {len(classes)} class names for {config.num_classes}")
-        model = ActivityModel(config)
-        load_state_strict(model, b.weights["model.safetensors"], "activity model")
+        model = bundle_module(b, ActivityModel(config), "model.safetensors", "activity model")
         return cls(encoder, model, classes, manifest=spec.to_dict(), device=device)
 
     @property

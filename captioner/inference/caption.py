@@ -17,13 +17,15 @@ from typing import Any
 import torch
 from PIL import Image
 
-from captioner.bundle import Bundle, BundleError, load_state_strict
+from captioner.bundle import Bundle, BundleError
 from captioner.decoding import Hypothesis, SearchConfig, decode, suppress_ids
 from captioner.encoders import Encoder, Preprocess
 from captioner.inference.common import (
     autocast,
     bundle_encoder,
+    bundle_module,
     encode_images,
+    manifest_part,
     open_bundle,
     precision_name,
     prepare_encoder,
@@ -251,11 +253,8 @@ class Captioner(CaptionPipeline):
         """Load a caption bundle (hash-checked) and its encoder."""
         b = open_bundle(bundle, "caption")
         spec = b.spec
-        try:
-            vocab = Vocabulary.from_dict(spec.vocabulary or {})
-            config = CaptionDecoderConfig.from_dict(spec.model)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BundleError(f"{b.path}/manifest.json is incomplete or invalid: {exc}") from exc
+        vocab = manifest_part(b, lambda: Vocabulary.from_dict(spec.vocabulary or {}))
+        config = manifest_part(b, lambda: CaptionDecoderConfig.from_dict(spec.model))
         if config.vocab_size != len(vocab):
             raise BundleError(
                 f"{b.path}: decoder vocab_size {config.vocab_size}, vocabulary has {len(vocab)}"
@@ -266,8 +265,7 @@ class Captioner(CaptionPipeline):
                 f"{b.path}: decoder expects {config.feature_dim}-d features but encoder "
                 f"{encoder.name} gives {encoder.feature_dim}"
             )
-        decoder = CaptionDecoder(config)
-        load_state_strict(decoder, b.weights["decoder.safetensors"], "decoder")
+        decoder = bundle_module(b, CaptionDecoder(config), "decoder.safetensors", "decoder")
         return cls(encoder, decoder, vocab, manifest=spec.to_dict(), device=device)
 
     @property

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -19,6 +21,8 @@ from captioner.bundle import (
 from captioner.encoders import Encoder, build_encoder
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+M = TypeVar("M", bound=torch.nn.Module)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -69,6 +73,22 @@ def open_bundle(bundle: str | os.PathLike | Bundle, task: str) -> Bundle:
         article = "an" if task[0] in "aeiou" else "a"
         raise BundleError(f"{b.path} is a {b.task!r} bundle, not {article} {task} bundle")
     return b
+
+
+def manifest_part(b: Bundle, read: Callable[[], T]) -> T:
+    """``read()`` a part of a bundle's manifest (a config, a vocabulary); what it refuses
+    becomes a BundleError naming the bundle."""
+    try:
+        return read()
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{b.path}/manifest.json is incomplete or invalid: {exc}") from exc
+
+
+def bundle_module(b: Bundle, module: M, weights: str, what: str) -> M:
+    """``module`` with the bundle's weights from ``weights`` loaded strictly (BundleError on a
+    mismatch), ready for :func:`prepare_encoder`-style placement by its pipeline."""
+    load_state_strict(module, b.weights[weights], what)
+    return module
 
 
 def bundle_encoder(b: Bundle) -> Encoder:

@@ -17,13 +17,12 @@ from captioner.bundle import EncoderEntry, Manifest
 from captioner.data.captions import CaptionRecord, load_captions
 from captioner.data.features import build_feature_cache, cache_key, keys_digest
 from captioner.data.images import ImageFiles, image_loader
-from captioner.decoding import SearchConfig, suppress_ids
 from captioner.encoders import Encoder, build_encoder
 from captioner.inference import CaptionPipeline, encode_images, prepare_encoder, resolve_device
 from captioner.models.caption import CaptionDecoder, CaptionDecoderConfig
 from captioner.training import distributed
 from captioner.training.loop import TrainConfig, fit
-from captioner.vocab import UNK, Vocabulary
+from captioner.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +94,8 @@ class CaptionTask:
         return self.net(feats, caps, sample_prob=p).loss
 
     def validate(self) -> dict[str, float]:
-        search = SearchConfig(
-            beam_size=self.beam_size,
-            max_len=self.max_len,
-            suppress=suppress_ids(self.vocab.itos, [UNK]),
-        )
+        decoding = {"beam_size": self.beam_size, "max_len": self.max_len}
+        search = CaptionPipeline.search_defaults(decoding, self.vocab)
         # The serving pipeline decodes: validation scores what users will get.
         pipeline = CaptionPipeline(self.decoder, self.vocab, search, self.device)
         hyps = [r.caption for r in pipeline.caption_features(self.val_features, batch_size=64)]
