@@ -45,3 +45,17 @@ def test_the_sample_output_is_what_make_run_prints() -> None:
     label = re.search(r'"label": "([^"]+)"', activity_row).group(1)
     clf = captioner.load(captioner.default_bundle_dir("activity"), device="cpu")
     assert clf.classify(ROOT / path).label == label
+
+
+def test_the_serve_synopsis_lists_every_flag() -> None:
+    from service.serve import build_parser
+
+    text = (ROOT / "README.md").read_text()
+    synopsis = re.search(r"```bash\n(captioner serve \[.*?)```", text, re.S).group(1)
+    flags = {
+        option
+        for action in build_parser()._actions
+        for option in action.option_strings
+        if option.startswith("--") and option != "--help"
+    }
+    assert flags and not {f for f in flags if f not in synopsis}
