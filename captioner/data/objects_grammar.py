@@ -219,10 +219,11 @@ def object_captions(scene: dict[str, Any]) -> list[str]:
             for k, o in counts.values()
         ]
         group = _join(parts)
+        be = "is" if next(iter(counts.values()))[0] == 1 else "are"  # "there is a cat and ..."
         out = [
             f"{group} {short}",
             f"a photo of {group} {short}",
-            f"there are {group} {the}",
+            f"there {be} {group} {the}",
             f"{group} side by side {short}",
         ]
     return [_tidy(c) for c in out]
