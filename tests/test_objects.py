@@ -177,6 +177,10 @@ def test_counts_in_captions_match_the_objects(bank: ObjectBank) -> None:
             kinds = [o["category"] for o in scene["objects"]]
             repeated = any(kinds.count(k) > 1 for k in kinds)
             assert all(("two" in w) == repeated for w in words), captions
+            if scene["layout"] == "group":
+                lead = captions[0].split(" and ")[0].split(",")[0]
+                there = "there are" if lead.startswith("two ") else "there is"
+                assert captions[2].startswith(there), captions
             assert all(
                 o["noun"] in c or o["plural"] in c for c in captions for o in scene["objects"]
             )
