@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from captioner.cli import data_objects
 from captioner.cli.options import (
     add_run_options,
     non_negative,
@@ -47,6 +48,7 @@ def add_data(sub) -> None:
     m.add_argument("--fps", type=positive, default=12, help="frame rate of the written clips")
     m.add_argument("--size", type=positive, default=128, help="frame side, pixels")
     m.set_defaults(func=_cmd_motion)
+    data_objects.add_objects(dsub)
 
 
 def _cmd_scenes(args: argparse.Namespace) -> int:
