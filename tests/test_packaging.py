@@ -26,6 +26,8 @@ SHIPPED = {
     "captioner/_weights/caption-default/decoder.safetensors",
     "captioner/_weights/activity-default/manifest.json",
     "captioner/_weights/activity-default/model.safetensors",
+    "captioner/data/stamp_nouns.tsv",  # the object bank's reviewed tables
+    "captioner/data/background_phrases.tsv",
 }
 
 
