@@ -3,16 +3,18 @@ images the model was trained on.
 
 ``captioner calibrate BUNDLE --images DIR`` encodes training images with the bundle's own
 encoder (the pipeline's encoding path), stores the per-dimension mean and standard deviation of
-their pooled features and the 99th percentile of their distances in ``domain.safetensors``, and
+their pooled features, the features themselves (half precision) and the 99th percentile of
+their distances in ``domain.safetensors``, and
 lists that file (with its sha256) in the manifest. A captioner loaded from a calibrated bundle
 reports each image's ``domain_distance`` and ``out_of_domain`` (distance above the threshold).
 
-The distance is the root-mean-square z-score of the pooled feature vector: 1.0 is "as far as a
-typical training image is in each dimension", and it does not grow with the feature width.
+The distance is the cosine distance to the nearest calibration images (see
+:class:`DomainStats`); the file also keeps the per-dimension mean and spread of the features.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -31,59 +33,91 @@ log = logging.getLogger(__name__)
 
 DOMAIN_FILE = "domain.safetensors"
 DEFAULT_PERCENTILE = 99.0
-# Dimensions that hardly vary on the training images would turn noise into huge z-scores: their
-# spread is floored at this fraction of the average spread.
-_STD_FLOOR = 0.05
+DEFAULT_NEIGHBOURS = 5
 
 
 @dataclass(frozen=True)
 class DomainStats:
-    """Feature statistics of a bundle's training images and the out-of-domain threshold."""
+    """The pooled features of a bundle's calibration images and the out-of-domain threshold.
 
-    mean: torch.Tensor  # (C,) mean pooled feature
-    std: torch.Tensor  # (C,) per-dimension spread (floored)
-    threshold: float  # distance at ``percentile`` of the training images
+    ``distance`` is the cosine distance from an image's pooled features to its ``k`` nearest
+    calibration images (1 - mean cosine similarity), and ``threshold`` is that distance's
+    ``percentile`` over the calibration images themselves (each left out of its own
+    neighbours). ``mean`` and ``std`` summarise the features per dimension, for users who
+    want their own measure. Why neighbours and not a z-score against ``mean``/``std``: on the
+    shipped model the z-score put photographs such as scikit-image's ``chelsea`` well inside
+    the threshold, while the neighbour distance separates every photograph tried from the
+    scenes (README, "Out of domain").
+    """
+
+    features: torch.Tensor  # (N, C) unit-length pooled features of the calibration images
+    threshold: float
     percentile: float = DEFAULT_PERCENTILE
+    k: int = DEFAULT_NEIGHBOURS
+    mean: torch.Tensor | None = None  # (C,)
+    std: torch.Tensor | None = None  # (C,)
 
     @classmethod
-    def fit(cls, pooled: torch.Tensor, percentile: float = DEFAULT_PERCENTILE) -> DomainStats:
-        """(N, C) pooled features of in-domain images -> statistics and threshold."""
-        if pooled.dim() != 2 or pooled.size(0) < 2:
-            raise ValueError(f"need the pooled features of at least 2 images, got {pooled.shape}")
-        x = pooled.double()
-        mean, std = x.mean(0), x.std(0)
-        std = std.clamp_min(_STD_FLOOR * float(std.mean()) + 1e-12)
-        stats = cls(mean.float(), std.float(), 0.0, percentile)
-        q = torch.quantile(stats.distance(pooled).double(), percentile / 100.0)
-        return cls(stats.mean, stats.std, float(q), percentile)
+    def fit(
+        cls,
+        pooled: torch.Tensor,
+        percentile: float = DEFAULT_PERCENTILE,
+        k: int = DEFAULT_NEIGHBOURS,
+    ) -> DomainStats:
+        """(N, C) pooled features of in-domain images -> reference set and threshold."""
+        if pooled.dim() != 2 or pooled.size(0) < k + 1:
+            raise ValueError(
+                f"need the pooled features of at least {k + 1} images, got {tuple(pooled.shape)}"
+            )
+        x = pooled.float()
+        refs = torch.nn.functional.normalize(x, dim=1).half()  # stored at half size
+        stats = cls(refs, 0.0, percentile, k, x.mean(0), x.std(0))
+        own = stats.distance(x, leave_out_self=True).double()
+        return dataclasses.replace(stats, threshold=float(torch.quantile(own, percentile / 100)))
 
-    def distance(self, pooled: torch.Tensor) -> torch.Tensor:
-        """(B, C) pooled features -> (B,) RMS z-scores against the training images."""
-        mean, std = self.mean.to(pooled.device), self.std.to(pooled.device)
-        z = (pooled.float() - mean) / std
-        return z.pow(2).mean(dim=1).sqrt()
+    def distance(self, pooled: torch.Tensor, leave_out_self: bool = False) -> torch.Tensor:
+        """(B, C) pooled features -> (B,) distances to the calibration images, in [0, 2]."""
+        refs = self.features.to(pooled.device).float()
+        q = torch.nn.functional.normalize(pooled.float(), dim=1)
+        out = []
+        for start in range(0, q.size(0), 256):  # bounded memory for a big calibration set
+            sim = q[start : start + 256] @ refs.T
+            if leave_out_self:
+                rows = torch.arange(sim.size(0), device=sim.device)
+                sim[rows, rows + start] = -2.0
+            top = sim.topk(min(self.k, refs.size(0)), dim=1).values
+            out.append(1.0 - top.mean(dim=1))
+        return torch.cat(out)
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
-        return {
-            "mean": self.mean.contiguous(),
-            "std": self.std.contiguous(),
+        out = {
+            "features": self.features.contiguous(),
             "threshold": torch.tensor([self.threshold], dtype=torch.float32),
             "percentile": torch.tensor([self.percentile], dtype=torch.float32),
+            "k": torch.tensor([self.k], dtype=torch.int64),
         }
+        if self.mean is not None and self.std is not None:
+            out.update(mean=self.mean.float().contiguous(), std=self.std.float().contiguous())
+        return out
 
     @classmethod
     def from_tensors(
         cls, tensors: dict[str, torch.Tensor], where: str = DOMAIN_FILE
     ) -> DomainStats:
         try:
-            mean, std = tensors["mean"].float(), tensors["std"].float()
+            features = tensors["features"]
             threshold = float(tensors["threshold"].reshape(-1)[0])
             percentile = float(tensors["percentile"].reshape(-1)[0])
+            k = int(tensors["k"].reshape(-1)[0])
         except (KeyError, IndexError) as exc:
-            raise BundleError(f"{where} is incomplete: {exc}") from exc
-        if mean.dim() != 1 or mean.shape != std.shape or bool((std <= 0).any()):
-            raise BundleError(f"{where}: mean and std must be equal-length vectors, std > 0")
-        return cls(mean, std, threshold, percentile)
+            raise BundleError(f"{where} is incomplete: missing {exc}") from exc
+        if features.dim() != 2 or features.size(0) < 1 or k < 1:
+            raise BundleError(f"{where}: 'features' must be an (N, C) matrix and k >= 1")
+        return cls(features, threshold, percentile, k, tensors.get("mean"), tensors.get("std"))
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.features.size(1))
 
 
 def domain_stats(weights: dict[str, dict[str, torch.Tensor]], folder: Path) -> DomainStats | None:
@@ -129,7 +163,7 @@ def write_domain(bundle: str | os.PathLike, stats: DomainStats, info: dict) -> P
     files[DOMAIN_FILE] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     manifest["domain"] = {
         "file": DOMAIN_FILE,
-        "distance": "rms z-score of the pooled encoder features",
+        "distance": f"cosine distance to the {stats.k} nearest calibration images",
         "threshold": round(stats.threshold, 4),
         "percentile": stats.percentile,
         **info,
@@ -144,6 +178,7 @@ def calibrate(
     images: Sequence[str | os.PathLike],
     limit: int | None = None,
     percentile: float = DEFAULT_PERCENTILE,
+    neighbours: int = DEFAULT_NEIGHBOURS,
     batch_size: int = 32,
     workers: int = 2,
     device: str = "auto",
@@ -164,8 +199,10 @@ def calibrate(
     if unmatched:
         raise FileNotFoundError(f"no images at: {', '.join(unmatched)}")
     paths = paths[:limit] if limit else paths
-    if len(paths) < 2:
-        raise ValueError(f"calibration needs at least 2 images, found {len(paths)}")
+    if len(paths) <= neighbours:
+        raise ValueError(
+            f"calibration needs more than {neighbours} images (--neighbours), found {len(paths)}"
+        )
     cap = Captioner.from_bundle(bundle, device=device)
     loader = image_loader(ImageFiles(paths, cap.preprocess, cap.limits), batch_size, workers)
     pooled, skipped = [], 0
@@ -179,7 +216,7 @@ def calibrate(
     if skipped:
         log.warning("%d unreadable images skipped", skipped)
     feats = torch.cat(pooled) if pooled else torch.empty(0, 0)
-    stats = DomainStats.fit(feats, percentile)
+    stats = DomainStats.fit(feats, percentile, neighbours)
     info = {"images": int(feats.size(0)), "data": [str(p) for p in images], **(note or {})}
     write_domain(bundle, stats, info)
     log.info(

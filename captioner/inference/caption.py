@@ -47,9 +47,10 @@ class CaptionResult:
     ``tags``: the everyday names the encoder's ImageNet head sees, ``[{"name", "score"}]`` best
     first (None when the encoder has no head). ``confidence``: the caption's geometric-mean
     word probability, ``exp(log_prob / (words + 1))`` (the ``+ 1`` is ``<end>``), in [0, 1].
-    ``domain_distance``: how far the image's features are from the training images' (RMS
-    z-score); ``out_of_domain``: whether it is past the bundle's calibrated threshold (both None
-    when the bundle was never calibrated with ``captioner calibrate``).
+    ``domain_distance``: how far the image's features are from the calibration images'
+    (cosine distance to the nearest ones, see :mod:`captioner.calibrate`); ``out_of_domain``:
+    whether it is past the bundle's calibrated threshold (both None when the bundle was never
+    calibrated with ``captioner calibrate``).
     """
 
     caption: str
@@ -324,7 +325,7 @@ class Captioner(CaptionPipeline):
         decoder = CaptionDecoder(config)
         load_state_strict(decoder, b.weights["decoder.safetensors"], "decoder")
         domain = domain_stats(b.weights, b.path)
-        if domain is not None and domain.mean.numel() != encoder.feature_dim:
+        if domain is not None and domain.feature_dim != encoder.feature_dim:
             raise BundleError(
                 f"{b.path}: domain statistics do not fit {encoder.feature_dim}-d features"
             )
