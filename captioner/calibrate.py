@@ -56,6 +56,13 @@ class DomainStats:
     k: int = DEFAULT_NEIGHBOURS
     mean: torch.Tensor | None = None  # (C,)
     std: torch.Tensor | None = None  # (C,)
+    # float32 copies of ``features`` by device, made once: not per batch of captions
+    _by_device: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    def _refs(self, device: torch.device) -> torch.Tensor:
+        if device not in self._by_device:
+            self._by_device[device] = self.features.to(device).float()
+        return self._by_device[device]
 
     @classmethod
     def fit(
@@ -77,7 +84,7 @@ class DomainStats:
 
     def distance(self, pooled: torch.Tensor, leave_out_self: bool = False) -> torch.Tensor:
         """(B, C) pooled features -> (B,) distances to the calibration images, in [0, 2]."""
-        refs = self.features.to(pooled.device).float()
+        refs = self._refs(pooled.device)
         q = torch.nn.functional.normalize(pooled.float(), dim=1)
         out = []
         for start in range(0, q.size(0), 256):  # bounded memory for a big calibration set
