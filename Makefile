@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/service_load.py
 	$(BIN)/python bench/image_bombs.py
 	$(BIN)/python bench/timeline_accuracy.py
+	$(BIN)/python bench/tags_overhead.py
 
 clean:
 	rm -rf $(VENV) captions.jsonl activities.jsonl .pytest_cache

@@ -1,9 +1,10 @@
 """Caption many images or label many videos: DataLoader workers decode, the model batches,
 rows stream to disk.
 
-Every input gets one record, ``{"path", "caption", "log_prob"}`` (or the activity fields) or
-``{"path", "error"}``. Rows are flushed after every batch, so an interrupted run keeps every
-finished row, and ``resume`` skips the paths already written (see :mod:`captioner.records`).
+Every input gets one record, ``{"path", "caption", "log_prob", "confidence", "tags",
+"out_of_domain", "domain_distance"}`` (or the activity fields) or ``{"path", "error"}``. Rows
+are flushed after every batch, so an interrupted run keeps every finished row, and ``resume``
+skips the paths already written (see :mod:`captioner.records`).
 """
 
 from __future__ import annotations
@@ -122,7 +123,14 @@ def caption_files(
     def infer(images: torch.Tensor, _paths: list[Path]) -> list[dict]:
         rows = []
         for res in cap.caption_tensors(images, **options):
-            row = {"caption": res.caption, "log_prob": round(res.log_prob, 4)}
+            row = {
+                "caption": res.caption,
+                "log_prob": round(res.log_prob, 4),
+                "confidence": res.confidence,
+                "tags": res.tags,
+                "out_of_domain": res.out_of_domain,
+                "domain_distance": res.domain_distance,
+            }
             if n_best > 1:
                 row["alternatives"] = res.alternatives
             rows.append(row)

@@ -112,15 +112,57 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-class Encoder(nn.Module):
-    """Wraps a backbone trunk: images -> (grid (B, N, C), pooled (B, C))."""
+class ImageNetHead:
+    """A backbone's own ImageNet classifier on the pooled features: (B, C) -> (B, 1000) probs.
 
-    def __init__(self, name: str, trunk: nn.Module, feature_dim: int, preprocess: Preprocess):
+    Kept outside the module tree on purpose: it never trains and is not part of a bundle's
+    ``encoder.safetensors``, so adding it changes no state dict. Its tensors follow the pooled
+    features to their device on first use.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+        if weight.dim() != 2 or bias.shape != weight.shape[:1]:
+            raise ValueError(f"bad head shapes: weight {weight.shape}, bias {bias.shape}")
+        self.weight = weight.detach().float()
+        self.bias = bias.detach().float()
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.weight.size(0))
+
+    @torch.inference_mode()
+    def __call__(self, pooled: torch.Tensor) -> torch.Tensor:
+        if self.weight.device != pooled.device:
+            self.weight, self.bias = self.weight.to(pooled.device), self.bias.to(pooled.device)
+        logits = torch.nn.functional.linear(pooled.float(), self.weight, self.bias)
+        return logits.softmax(dim=-1)
+
+
+class Encoder(nn.Module):
+    """Wraps a backbone trunk: images -> (grid (B, N, C), pooled (B, C)).
+
+    ``head`` is the backbone's ImageNet classifier when it has one (the default encoder
+    does), else None.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        trunk: nn.Module,
+        feature_dim: int,
+        preprocess: Preprocess,
+        head: ImageNetHead | None = None,
+    ):
         super().__init__()
         self.name = name
         self.trunk = trunk
         self.feature_dim = feature_dim
         self.preprocess = preprocess
+        self.head = head
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor | None:
+        """(B, C) pooled features -> (B, 1000) ImageNet probabilities, or None without a head."""
+        return None if self.head is None else self.head(pooled)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fmap = self.trunk(images)  # (B, C, h, w)
@@ -273,8 +315,12 @@ def load_lite0_classifier() -> nn.Module:
 
 def _lite0_trunk() -> nn.Module:
     model = load_lite0_classifier()
+    # The classifier comes from the same hash-checked file as the trunk (keys _fc.*).
+    head = ImageNetHead(model.classifier.weight, model.classifier.bias)
     model.reset_classifier(0, global_pool="")
-    return _TimmTrunk(model)
+    trunk = _TimmTrunk(model)
+    trunk.imagenet_head = head
+    return trunk
 
 
 class _TimmTrunk(nn.Module):
@@ -283,6 +329,7 @@ class _TimmTrunk(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        self.imagenet_head: ImageNetHead | None = None  # set where the classifier is known
 
     @property
     def blocks(self) -> nn.Module | None:  # a property, so the state dict has no duplicate keys
@@ -448,7 +495,8 @@ def build_encoder(name: str = "efficientnet_lite0", trainable_blocks: int = 0) -
     """Build a registered encoder with its weights; frozen unless ``trainable_blocks`` > 0."""
     spec = get_spec(name)
     trunk = spec.build()
-    encoder = Encoder(spec.name, trunk, spec.feature_dim, spec.preprocess)
+    head = getattr(trunk, "imagenet_head", None)
+    encoder = Encoder(spec.name, trunk, spec.feature_dim, spec.preprocess, head=head)
     encoder.freeze(trainable_blocks)
     log.debug("built encoder %s (%s)", spec.name, spec.description)
     return encoder

@@ -20,7 +20,16 @@ from typing import IO
 
 log = logging.getLogger(__name__)
 
-CSV_FIELDS = ("path", "caption", "log_prob", "error")
+CSV_FIELDS = (
+    "path",
+    "caption",
+    "log_prob",
+    "confidence",
+    "tags",
+    "out_of_domain",
+    "domain_distance",
+    "error",
+)
 ACTIVITY_CSV_FIELDS = ("path", "label", "score", "top_k", "timeline", "error")
 OUTPUT_SUFFIXES = (".csv", ".jsonl", ".json", ".ndjson")
 

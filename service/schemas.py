@@ -27,11 +27,39 @@ class Alternative(BaseModel):
     score: float
 
 
+class Tag(BaseModel):
+    name: str = Field(
+        description="an everyday name, e.g. 'cat' (ImageNet classes sharing it summed)"
+    )
+    score: float = Field(description="the encoder's ImageNet-head probability for the name, 0-1")
+
+
 class CaptionItem(BaseModel):
     filename: str
     caption: str | None = None
     log_prob: float | None = None
     score: float | None = None
+    confidence: float | None = Field(
+        None,
+        description="0-1: the caption's geometric-mean word probability, "
+        "exp(log_prob / (words + 1)); low values mark a guess",
+    )
+    tags: list[Tag] | None = Field(
+        None,
+        description="what the encoder's ImageNet classifier sees, best first (top 5); "
+        "absent for an encoder without an ImageNet head",
+    )
+    out_of_domain: bool | None = Field(
+        None,
+        description="true when the image is unlike the model's training images "
+        "(domain_distance above the bundle's calibrated threshold): treat the caption as a "
+        "guess; null for a bundle that was never calibrated",
+    )
+    domain_distance: float | None = Field(
+        None,
+        description="cosine distance of the image's features to the nearest calibration "
+        "images (0 = identical); compare with your own threshold",
+    )
     words: list[str] | None = None
     alternatives: list[Alternative] | None = None
     attention: list[list[float]] | None = Field(

@@ -300,7 +300,7 @@ def test_typed_fields_of_the_shipped_caption_bundle() -> None:
     assert spec.tokens[:4] == ["<pad>", "<start>", "<end>", "<unk>"]
     assert spec.model["vocab_size"] == len(spec.tokens)
     assert spec.classes is None
-    assert set(spec.files) == {"decoder.safetensors"}
+    assert set(spec.files) == {"decoder.safetensors", "domain.safetensors"}  # + calibration
 
 
 def test_typed_fields_of_the_shipped_activity_bundle() -> None:

@@ -17,7 +17,7 @@ BUNDLE = default_bundle_dir("caption")
 def test_default_bundle_is_small_safetensors_and_documented():
     manifest = read_manifest(BUNDLE)
     files = sorted(p.name for p in BUNDLE.iterdir() if p.is_file())
-    assert files == ["decoder.safetensors", "manifest.json", "metrics.jsonl"]
+    assert files == ["decoder.safetensors", "domain.safetensors", "manifest.json", "metrics.jsonl"]
     assert sum(p.stat().st_size for p in BUNDLE.iterdir()) < 20 * 2**20
     assert manifest["encoder"]["name"] == "efficientnet_lite0"
     assert "captioner train caption" in manifest["training"]["command"]

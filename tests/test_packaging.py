@@ -109,3 +109,5 @@ def test_the_installed_defaults_load_and_caption(site: Path, tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr
     (row,) = [json.loads(line) for line in done.stdout.splitlines()]
     assert row["caption"]
+    # The concept table and the bundle's calibration are package data too.
+    assert row["tags"][0]["name"] and row["out_of_domain"] is False

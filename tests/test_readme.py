@@ -31,18 +31,24 @@ def test_the_python_snippets_run_as_written(monkeypatch, capsys) -> None:
 
 @pytest.mark.slow
 def test_the_sample_output_is_what_make_run_prints() -> None:
-    import json
-
     import captioner
 
     text = (ROOT / "README.md").read_text()
     block = re.search(r"`make run` writes.*?```json\n(.*?)```", text, re.S).group(1)
-    caption_row, activity_row = block.splitlines()
-    row = json.loads(caption_row)
-    result = captioner.load(device="cpu").caption(ROOT / row["path"])
-    assert (result.caption, round(result.log_prob, 4)) == (row["caption"], row["log_prob"])
-    path = re.search(r'"path": "([^"]+)"', activity_row).group(1)
-    label = re.search(r'"label": "([^"]+)"', activity_row).group(1)
+    lines = block.splitlines()
+    model = captioner.load(device="cpu")
+    for line in lines[:-1]:  # caption rows ("..." stands for the rest of the tags)
+        field = dict(
+            re.findall(r'"(path|caption|log_prob|out_of_domain|confidence)": "?([^",]+)', line)
+        )
+        result = model.caption(ROOT / field["path"])
+        assert result.caption == field["caption"]
+        assert round(result.log_prob, 4) == float(field["log_prob"])
+        assert round(result.confidence, 4) == float(field["confidence"])
+        assert str(result.out_of_domain).lower() == field["out_of_domain"]
+        assert result.tags[0]["name"] in line
+    path = re.search(r'"path": "([^"]+)"', lines[-1]).group(1)
+    label = re.search(r'"label": "([^"]+)"', lines[-1]).group(1)
     clf = captioner.load(captioner.default_bundle_dir("activity"), device="cpu")
     assert clf.classify(ROOT / path).label == label
 

@@ -211,6 +211,14 @@ def test_image_caption_words_and_attention_heatmap(page, model):
     ]
     assert css(page, "#preview").get_attribute("naturalWidth") == "451"
 
+    # How far to trust it: confidence, the ImageNet tags, and the out-of-domain warning.
+    assert f"{round(expected.confidence * 100)}%" in css(page, "#confidence").text
+    tags = [li.text for li in css_all(page, "#tags li")]
+    assert expected.tags and len(tags) == len(expected.tags)
+    assert tags[0].startswith(expected.tags[0]["name"]) and tags[0].startswith("cat")
+    assert css(page, "#domain-warning").is_displayed() == bool(expected.out_of_domain)
+    assert expected.out_of_domain, "a real photograph should be out of the scenes' domain"
+
     # The API sends attention maps only when asked (?attention=true): the page must ask.
     assert "no attention maps" not in css(page, "#word-hint").text
     assert heatmap_pixels(page) == 0, "the heatmap is drawn before any word was chosen"

@@ -7,7 +7,7 @@ import argparse
 import logging
 import sys
 
-from captioner.cli import evaluate, jobs, serve, train
+from captioner.cli import calibrate, evaluate, jobs, serve, train
 from captioner.cli.options import check_device
 
 log = logging.getLogger("captioner")
@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_data(sub)
     train.add_train(sub)
     evaluate.add_evaluate(sub)
+    calibrate.add_calibrate(sub)
     serve.add_serve(sub)
     serve.add_export(sub)
     return parser

@@ -9,6 +9,7 @@ features, so every surface decodes alike.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -18,8 +19,10 @@ import torch
 from PIL import Image
 
 from captioner.bundle import Bundle, BundleError
+from captioner.calibrate import DomainStats, domain_stats
+from captioner.concepts import batch_tags
 from captioner.decoding import Hypothesis, SearchConfig, decode, suppress_ids
-from captioner.encoders import Encoder, Preprocess
+from captioner.encoders import Encoder, ImageNetHead, Preprocess
 from captioner.inference.common import (
     autocast,
     bundle_encoder,
@@ -41,7 +44,16 @@ ImageSource = str | os.PathLike | bytes | bytearray | Image.Image
 
 @dataclass
 class CaptionResult:
-    """A caption with its log-probability, n-best alternatives and optional attention."""
+    """A caption with its log-probability, n-best alternatives and optional attention.
+
+    ``tags``: the everyday names the encoder's ImageNet head sees, ``[{"name", "score"}]`` best
+    first (None when the encoder has no head). ``confidence``: the caption's geometric-mean
+    word probability, ``exp(log_prob / (words + 1))`` (the ``+ 1`` is ``<end>``), in [0, 1].
+    ``domain_distance``: how far the image's features are from the calibration images'
+    (cosine distance to the nearest ones, see :mod:`captioner.calibrate`); ``out_of_domain``:
+    whether it is past the bundle's calibrated threshold (both None when the bundle was never
+    calibrated with ``captioner calibrate``).
+    """
 
     caption: str
     log_prob: float
@@ -51,6 +63,10 @@ class CaptionResult:
     alternatives: list[dict[str, Any]] = field(default_factory=list)
     attention: list[list[float]] | None = None  # one grid (flattened, row-major) per word
     grid: tuple[int, int] | None = None  # (rows, cols) of the attention grid
+    tags: list[dict[str, Any]] | None = None
+    confidence: float | None = None
+    out_of_domain: bool | None = None
+    domain_distance: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,7 +82,16 @@ class CaptionPipeline:
 
     ``decoder`` is a :class:`CaptionDecoder` or anything with its ``init_state`` / ``step``
     interface (the export runner drives exported graphs through it).
+
+    ``head`` (the encoder's ImageNet classifier) and ``domain`` (the bundle's calibration) are
+    optional: without them results carry no tags / no out-of-domain flag. Both read the pooled
+    features, which are the mean of the grid exactly as the encoder computes them, so neither
+    needs a second pass through the encoder. ``top_tags`` is how many tags a result gets.
     """
+
+    head: ImageNetHead | None = None
+    domain: DomainStats | None = None
+    top_tags: int = 5
 
     def __init__(
         self,
@@ -120,6 +145,11 @@ class CaptionPipeline:
         """(B, 3, S, S) uint8 -> (B, N, C) feature grid."""
         raise NotImplementedError("this pipeline has no encoder: pass features instead")
 
+    @staticmethod
+    def pooled_features(features: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) grid -> (B, C) pooled features, as the encoder pools them (grid mean)."""
+        return features.float().mean(dim=1)
+
     # -- decode -----------------------------------------------------------------------------
 
     def search_config(
@@ -157,9 +187,29 @@ class CaptionPipeline:
         grid = grid_shape(features.size(1))
         results: list[CaptionResult] = []
         for start in range(0, features.size(0), step):
-            nbest = self.search(features[start : start + step], cfg)
-            results.extend(self._result(hyps, grid) for hyps in nbest)
+            chunk = features[start : start + step]
+            nbest = self.search(chunk, cfg)
+            chunk_results = [self._result(hyps, grid) for hyps in nbest]
+            self._describe(chunk, chunk_results)
+            results.extend(chunk_results)
         return results
+
+    @torch.inference_mode()
+    def _describe(self, features: torch.Tensor, results: list[CaptionResult]) -> None:
+        """Tags and the out-of-domain flag from the pooled features of the same grid."""
+        if self.head is None and self.domain is None:
+            return
+        pooled = self.pooled_features(features.to(self.device, non_blocking=True))
+        if self.head is not None:
+            for res, tags in zip(
+                results, batch_tags(self.head(pooled), self.top_tags), strict=True
+            ):
+                res.tags = tags
+        if self.domain is not None:
+            distances = self.domain.distance(pooled).cpu().tolist()
+            for res, d in zip(results, distances, strict=True):
+                res.domain_distance = round(d, 4)
+                res.out_of_domain = d > self.domain.threshold
 
     def caption_tensors(self, images: torch.Tensor, **options: Any) -> list[CaptionResult]:
         """(B, 3, S, S) uint8 batch -> one result per image."""
@@ -214,6 +264,8 @@ class CaptionPipeline:
         attention = None
         if best.attention is not None:
             attention = [[round(float(v), 5) for v in row] for row in best.attention]
+        steps = len(best.tokens) + (1 if best.finished else 0)
+        confidence = math.exp(best.log_prob / max(1, steps))
         return CaptionResult(
             caption=" ".join(words),
             log_prob=best.log_prob,
@@ -223,6 +275,7 @@ class CaptionPipeline:
             alternatives=alternatives,
             attention=attention,
             grid=grid if attention is not None else None,
+            confidence=round(min(1.0, confidence), 4),
         )
 
 
@@ -237,6 +290,7 @@ class Captioner(CaptionPipeline):
         manifest: dict | None = None,
         device: str | torch.device = "auto",
         limits: ImageLimits = DEFAULT_LIMITS,
+        domain: DomainStats | None = None,
     ):
         dev = resolve_device(device)
         self.manifest = manifest or {}
@@ -245,6 +299,8 @@ class Captioner(CaptionPipeline):
         super().__init__(
             decoder.eval().to(dev), vocab, search, dev, encoder.preprocess, limits=limits
         )
+        self.head = encoder.head
+        self.domain = domain
 
     @classmethod
     def from_bundle(
@@ -266,7 +322,12 @@ class Captioner(CaptionPipeline):
                 f"{encoder.name} gives {encoder.feature_dim}"
             )
         decoder = bundle_module(b, CaptionDecoder(config), "decoder.safetensors", "decoder")
-        return cls(encoder, decoder, vocab, manifest=spec.to_dict(), device=device)
+        domain = domain_stats(b.weights, b.path)
+        if domain is not None and domain.feature_dim != encoder.feature_dim:
+            raise BundleError(
+                f"{b.path}: domain statistics do not fit {encoder.feature_dim}-d features"
+            )
+        return cls(encoder, decoder, vocab, manifest=spec.to_dict(), device=device, domain=domain)
 
     @property
     def name(self) -> str:

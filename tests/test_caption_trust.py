@@ -1,0 +1,198 @@
+"""Tags, confidence and the out-of-domain flag: in every caption surface, and calibration."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import captioner
+from captioner.batch import caption_files
+from captioner.bundle import BundleError, load_bundle, read_manifest
+from captioner.calibrate import DOMAIN_FILE, DomainStats
+from captioner.cli import main
+from captioner.inference import default_bundle_dir
+from tests.conftest import save_image
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return captioner.load(default_bundle_dir("caption"), device="cpu")
+
+
+def _photo(name: str) -> Image.Image:
+    from skimage import data
+
+    return Image.fromarray(getattr(data, name)()).convert("RGB")
+
+
+# -- the Python API ---------------------------------------------------------------------------
+
+
+def test_results_carry_tags_confidence_and_the_domain_flag(shipped) -> None:
+    res = shipped.caption(EXAMPLES / "photo-chelsea.jpg")
+    assert [t["name"] for t in res.tags][:1] == ["cat"] and len(res.tags) == 5
+    assert all(0 <= t["score"] <= 1 for t in res.tags)
+    steps = len(res.words) + (1 if res.finished else 0)
+    assert res.confidence == pytest.approx(math.exp(res.log_prob / steps), abs=1e-4)
+    assert 0 < res.confidence <= 1
+    assert isinstance(res.out_of_domain, bool) and res.domain_distance > 0
+    assert {"tags", "confidence", "out_of_domain", "domain_distance"} <= set(res.to_dict())
+
+
+def test_fresh_scenes_are_in_domain_and_photographs_are_not(shipped, scene_data) -> None:
+    scenes = sorted((scene_data / "images" / "test").glob("*.jpg"))
+    flags = [r.out_of_domain for r in shipped.caption(scenes)]
+    assert sum(flags) <= 1, f"fresh scenes flagged out of domain: {flags}"
+    photos = [_photo(n) for n in ("coffee", "chelsea", "astronaut", "rocket")]
+    assert all(r.out_of_domain for r in shipped.caption(photos))
+
+
+def test_tags_come_from_the_same_pass_and_cost_no_second_encoding(shipped, monkeypatch) -> None:
+    calls = []
+    encoder_forward = type(shipped.encoder).forward
+
+    def counted(self, x):
+        calls.append(x.size(0))
+        return encoder_forward(self, x)
+
+    monkeypatch.setattr(type(shipped.encoder), "forward", counted)
+    res = shipped.caption([EXAMPLES / "scene-0.jpg", EXAMPLES / "scene-3.jpg"])
+    assert calls == [2] and all(r.tags for r in res)
+
+
+def test_a_pipeline_without_head_or_calibration_says_none(tiny_captioner) -> None:
+    res = tiny_captioner.caption(Image.new("RGB", (64, 64), "red"))
+    assert res.tags is None and res.out_of_domain is None and res.domain_distance is None
+    assert 0 < res.confidence <= 1  # every caption has a confidence
+
+
+# -- calibration --------------------------------------------------------------------------------
+
+
+def test_domain_distance_separates_a_cluster_from_outliers() -> None:
+    g = torch.Generator().manual_seed(0)
+    centre = torch.randn(16, generator=g).abs() + 1
+    inside = centre + 0.1 * torch.randn(200, 16, generator=g)
+    stats = DomainStats.fit(inside, percentile=99, k=3)
+    assert (stats.distance(inside[:50] + 0.01) <= stats.threshold).float().mean() > 0.9
+    outside = torch.randn(20, 16, generator=g).abs() + 1  # another direction
+    assert bool((stats.distance(outside) > stats.threshold).all())
+    again = DomainStats.from_tensors(stats.to_tensors())
+    assert again.threshold == pytest.approx(stats.threshold) and again.k == 3
+
+
+def test_calibrate_command_adds_a_hash_checked_domain_file(tiny_bundle, tmp_path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    images = tmp_path / "images"
+    images.mkdir()
+    for seed in range(10):
+        save_image(images / f"{seed}.jpg", seed)
+    before = read_manifest(bundle)
+    argv = ["-q", "calibrate", str(bundle), "--images", str(images), "--device", "cpu"]
+    assert main([*argv, "--workers", "0", "--neighbours", "3"]) == 0
+    manifest = read_manifest(bundle)
+    assert set(manifest["files"]) == {*before["files"], DOMAIN_FILE}
+    assert manifest["domain"]["images"] == 10 and manifest["domain"]["threshold"] > 0
+    assert manifest["files"]["decoder.safetensors"] == before["files"]["decoder.safetensors"]
+    cap = captioner.load(bundle, device="cpu")
+    res = cap.caption(images / "0.jpg")
+    assert isinstance(res.out_of_domain, bool) and res.domain_distance is not None
+    # The file is covered by the manifest's hash like any weight file.
+    with (bundle / DOMAIN_FILE).open("r+b") as f:
+        f.seek(-4, 2)
+        f.write(b"\0\0\0\1")
+    with pytest.raises(BundleError, match="sha256"):
+        load_bundle(bundle)
+
+
+def test_calibrate_refuses_too_few_images(tiny_bundle, tmp_path) -> None:
+    save_image(tmp_path / "one.jpg", 0)
+    with pytest.raises(ValueError, match="more than 5 images"):
+        from captioner.calibrate import calibrate
+
+        calibrate(tiny_bundle, [tmp_path], device="cpu", workers=0, progress=False)
+
+
+# -- folder jobs ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_caption_rows_carry_the_new_fields(shipped, tmp_path, suffix) -> None:
+    out = tmp_path / f"rows{suffix}"
+    inputs = [str(EXAMPLES / "scene-0.jpg"), str(EXAMPLES / "photo-chelsea.jpg")]
+    code = caption_files(inputs, out=out, model=shipped, workers=0, progress=False)
+    assert code == 0
+    if suffix == ".jsonl":
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert all(isinstance(r["tags"], list) and r["tags"][0]["name"] for r in rows)
+        flags = [r["out_of_domain"] for r in rows]
+    else:
+        with out.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert list(rows[0])[:7] == [
+            "path", "caption", "log_prob", "confidence", "tags", "out_of_domain",
+            "domain_distance",
+        ]  # fmt: skip
+        assert json.loads(rows[1]["tags"])[0]["name"] == "cat"
+        flags = [r["out_of_domain"] == "True" for r in rows]
+    assert flags == [False, True]  # a scene is in the model's domain, a photograph is not
+    assert all(0 < float(r["confidence"]) <= 1 for r in rows)
+
+
+# -- the HTTP API -----------------------------------------------------------------------------
+
+
+def test_the_api_returns_and_documents_the_fields(shipped) -> None:
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.runtime import LoadedModels
+    from service.settings import Settings
+
+    settings = Settings(device="cpu", enable_activity=False, max_wait_ms=1.0)
+    app = create_app(settings, models=LoadedModels(captioner=shipped, failures={}))
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 30
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        photo = (EXAMPLES / "photo-chelsea.jpg").read_bytes()
+        scene = (EXAMPLES / "scene-0.jpg").read_bytes()
+        files = [
+            ("file", ("cat.jpg", photo, "image/jpeg")),
+            ("file", ("s.jpg", scene, "image/jpeg")),
+        ]
+        r = client.post("/v1/caption", files=files)
+        assert r.status_code == 200, r.text
+        cat, scene_item = r.json()["results"]
+        assert cat["tags"][0]["name"] == "cat" and 0 < cat["tags"][0]["score"] <= 1
+        assert 0 < cat["confidence"] <= 1
+        assert (cat["out_of_domain"], scene_item["out_of_domain"]) == (True, False)
+        assert cat["domain_distance"] > scene_item["domain_distance"]
+        schema = client.get("/openapi.json").json()["components"]["schemas"]
+    item = schema["CaptionItem"]["properties"]
+    for field in ("tags", "confidence", "out_of_domain", "domain_distance"):
+        assert item[field].get("description"), field
+    assert set(schema["Tag"]["properties"]) == {"name", "score"}
+
+
+def test_tags_from_numpy_probabilities_match_the_pipeline(shipped) -> None:
+    from captioner.concepts import tags
+
+    image = shipped.load_image(EXAMPLES / "photo-chelsea.jpg")[None]
+    pooled = shipped.pooled_features(shipped.encode(image))
+    probs = shipped.head(pooled)[0].numpy()
+    assert np.isclose(probs.sum(), 1, atol=1e-4)
+    assert tags(probs) == shipped.caption(EXAMPLES / "photo-chelsea.jpg").tags
