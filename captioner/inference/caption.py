@@ -9,6 +9,7 @@ features, so every surface decodes alike.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ from captioner.inference.common import (
     prepare_encoder,
     resolve_device,
 )
+from captioner.inference.slots import fill_slots, slot_tokens
 from captioner.media import DEFAULT_LIMITS, ImageLimits, decode_image
 from captioner.models.caption import CaptionDecoder, CaptionDecoderConfig
 from captioner.models.grid import grid_shape
@@ -67,6 +69,7 @@ class CaptionResult:
     confidence: float | None = None
     out_of_domain: bool | None = None
     domain_distance: float | None = None
+    slots: list[dict[str, Any]] | None = None  # object slots filled from the image, if any
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -183,16 +186,44 @@ class CaptionPipeline:
         """Decode a (B, N, C) feature grid batch, ``batch_size`` rows at a time (default: all);
         options as :meth:`search_config`."""
         cfg = self.search_config(**options)
+        slots = bool(slot_tokens(self.vocab.itos)) and self.head is not None
+        # Slots are named from where the decoder looked: the search keeps attention for them.
+        search = dataclasses.replace(cfg, return_attention=True) if slots else cfg
         step = batch_size or max(1, features.size(0))
         grid = grid_shape(features.size(1))
         results: list[CaptionResult] = []
         for start in range(0, features.size(0), step):
             chunk = features[start : start + step]
-            nbest = self.search(chunk, cfg)
+            nbest = self.search(chunk, search)
             chunk_results = [self._result(hyps, grid) for hyps in nbest]
+            if slots:
+                self._fill_slots(chunk, nbest, chunk_results, keep_attention=cfg.return_attention)
             self._describe(chunk, chunk_results)
             results.extend(chunk_results)
         return results
+
+    def _fill_slots(
+        self,
+        features: torch.Tensor,
+        nbest: list[list[Hypothesis]],
+        results: list[CaptionResult],
+        keep_attention: bool,
+    ) -> None:
+        """Name each object slot of every hypothesis from its attended region (see slots.py)."""
+        assert self.head is not None
+        for row, (hyps, res) in enumerate(zip(nbest, results, strict=True)):
+            grid = features[row].to(self.device).float()  # (N, C)
+            for k, hyp in enumerate(hyps):
+                words = [self.vocab.itos[i] for i in hyp.tokens]
+                if hyp.attention is None:
+                    continue
+                filled, named = fill_slots(words, hyp.attention, grid, self.head)
+                res.alternatives[k]["caption"] = " ".join(filled)
+                if k == 0:
+                    res.words, res.caption = filled, " ".join(filled)
+                    res.slots = named or None
+            if not keep_attention:
+                res.attention, res.grid = None, None
 
     @torch.inference_mode()
     def _describe(self, features: torch.Tensor, results: list[CaptionResult]) -> None:

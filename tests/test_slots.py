@@ -1,0 +1,85 @@
+"""Object slots: the word a caption writes for ``<obj>`` comes from the region it attends to."""
+
+from __future__ import annotations
+
+import torch
+
+from captioner.decoding import SearchConfig
+from captioner.inference import CaptionPipeline
+from captioner.inference.slots import SLOT, SLOTS, fill_slots, slot_tokens
+from captioner.models.caption import CaptionDecoderConfig, DecoderState
+from captioner.vocab import Vocabulary
+
+TABBY, RETRIEVER = 281, 207  # ImageNet classes whose everyday names are "cat" and "dog"
+C = 4
+
+
+def head(features: torch.Tensor) -> torch.Tensor:
+    """A stand-in ImageNet head: feature 0 says tabby, feature 1 says golden retriever."""
+    logits = torch.full((features.size(0), 1000), -20.0)
+    logits[:, TABBY] = 10 * features[:, 0]
+    logits[:, RETRIEVER] = 10 * features[:, 1]
+    return logits.softmax(-1)
+
+
+CAT_CELL = torch.tensor([1.0, 0.0, 0.0, 0.0])
+DOG_CELL = torch.tensor([0.0, 1.0, 0.0, 0.0])
+
+
+def test_the_attended_cell_names_the_slot() -> None:
+    grid = torch.stack([CAT_CELL, DOG_CELL])  # (N=2, C)
+    words = ["a", SLOT, "next", "to", "two", SLOTS]
+    attention = torch.tensor(
+        [[0.5, 0.5], [0.9, 0.1], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [0.1, 0.9]]
+    )
+    filled, named = fill_slots(words, attention, grid, head)
+    assert filled == ["a", "cat", "next", "to", "two", "dogs"]
+    assert [(n["position"], n["name"]) for n in named] == [(1, "cat"), (5, "dogs")]
+    flipped, _ = fill_slots(words, attention.flip(1), grid, head)  # look elsewhere: other words
+    assert flipped[1] == "dog" and flipped[5] == "cats"
+
+
+class LookingDecoder:
+    """Writes "a <obj>" and looks, when writing the slot, at the cell whose feature 3 is set:
+    the image, not the decoder, decides where the slot's word comes from."""
+
+    def __init__(self, vocab: Vocabulary):
+        self.vocab = vocab
+        self.config = CaptionDecoderConfig(vocab_size=len(vocab))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def init_state(self, features: torch.Tensor) -> DecoderState:
+        steps = torch.zeros(features.size(0), 1)
+        return DecoderState(steps, features.flatten(1), None, None)
+
+    def step(self, state: DecoderState, tokens: torch.Tensor):
+        steps, flat = state.h, state.c
+        grid = flat.view(flat.size(0), -1, C)
+        attention = (grid[:, :, 3] * 20).softmax(-1)  # (B, N)
+        plan = [self.vocab.stoi["a"], self.vocab.stoi[SLOT], self.vocab.end_id]
+        logits = torch.full((flat.size(0), len(self.vocab)), -30.0)
+        for r in range(flat.size(0)):
+            logits[r, plan[min(int(steps[r, 0]), 2)]] = 0.0
+        return logits.log_softmax(-1), DecoderState(steps + 1, flat, None, None), attention
+
+
+def test_the_pipeline_fills_slots_from_where_the_decoder_looks() -> None:
+    vocab = Vocabulary(["<pad>", "<start>", "<end>", "<unk>", "a", SLOT, SLOTS])
+    assert slot_tokens(vocab.itos) == {5: False, 6: True}
+    salient = torch.tensor([0.0, 0.0, 0.0, 1.0])
+    image_cat = torch.stack([CAT_CELL + salient, DOG_CELL])  # the decoder looks at the cat
+    image_dog = torch.stack([CAT_CELL, DOG_CELL + salient])  # ... and here at the dog
+    pipeline = CaptionPipeline(
+        LookingDecoder(vocab), vocab, SearchConfig(beam_size=1, max_len=5), torch.device("cpu")
+    )
+    pipeline.head = head
+    results = pipeline.caption_features(torch.stack([image_cat, image_dog]))
+    assert [r.caption for r in results] == ["a cat", "a dog"]
+    assert results[0].slots[0]["name"] == "cat" and results[0].slots[0]["score"] > 0.9
+    assert results[0].attention is None  # attention was kept for naming, not returned
+    assert results[0].alternatives[0]["caption"] == "a cat"
+    pipeline.head = None  # no head: the slot stays a slot rather than a guess
+    assert pipeline.caption_features(image_cat[None])[0].caption == f"a {SLOT}"
