@@ -39,6 +39,24 @@ def test_the_attended_cell_names_the_slot() -> None:
     assert flipped[1] == "dog" and flipped[5] == "cats"
 
 
+def test_the_article_before_a_slot_follows_the_word() -> None:
+    espresso = 967  # "coffee"; moped (665) is "motorbike"
+    grid = torch.zeros(1, C)
+
+    def says(index: int):
+        def fixed(features: torch.Tensor) -> torch.Tensor:
+            probs = torch.zeros(features.size(0), 1000)
+            probs[:, index] = 1.0
+            return probs
+
+        return fixed
+
+    one = torch.ones(2, 1)
+    assert fill_slots(["a", SLOT], one, grid, says(espresso))[0] == ["a", "coffee"]
+    assert fill_slots(["an", SLOT], one, grid, says(665))[0] == ["a", "motorbike"]
+    assert fill_slots(["a", SLOT], one, grid, says(948))[0][0] == "an"  # 948: Granny Smith
+
+
 class LookingDecoder:
     """Writes "a <obj>" and looks, when writing the slot, at the cell whose feature 3 is set:
     the image, not the decoder, decides where the slot's word comes from."""

@@ -51,5 +51,7 @@ def fill_slots(
     for pos, score, w in zip(positions, scores.tolist(), best.tolist(), strict=True):
         name = t.plurals[w] if words[pos] == SLOTS else t.words[w]
         filled[pos] = name
+        if pos and filled[pos - 1] in ("a", "an"):  # the article was written before the noun
+            filled[pos - 1] = "an" if name[0] in "aeiou" else "a"
         slots.append({"position": pos, "name": name, "score": round(score, 4)})
     return filled, slots
