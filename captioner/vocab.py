@@ -17,6 +17,9 @@ from pathlib import Path
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
+# Object slots: ordinary words of a vocabulary that a model fills from the image when it writes
+# them (captioner.inference.slots); a dataset's captions may use them for object nouns.
+SLOT, SLOTS = "<obj>", "<objs>"
 
 # coco-caption's list, verbatim. It is compared with tokens already lowercased by the PTB
 # tokenizer, so its upper-case bracket entries never match: "-lrb-", "-rrb-", "-lsb-",

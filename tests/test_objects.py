@@ -324,3 +324,20 @@ def test_mix_scenes_draws_old_scenes(tmp_path: Path, bank: ObjectBank) -> None:
 def test_unknown_hold_out_category_is_refused(tmp_path: Path, bank: ObjectBank) -> None:
     with pytest.raises(ValueError, match="unicorn"):
         generate_objects(tmp_path, 1, 1, 0, 0, 0, hold_out=["unicorn"], progress=False, bank=bank)
+
+
+def test_slot_captions_put_slots_where_the_nouns_go_in_train_and_val_only(tmp_path, bank):
+    from captioner.vocab import SLOT, SLOTS
+
+    paths = generate_objects(
+        tmp_path / "ds", seed=4, n_train=6, n_val=2, n_test=3, n_novel=0, image_size=96,
+        hold_out=[], mix_scenes=0.0, progress=False, bank=bank, slots=True,
+    )  # fmt: skip
+    for split, slotted in (("train", True), ("val", True), ("test", False)):
+        data = json.loads(paths[split].read_text())
+        captions = [a["caption"] for a in data["annotations"]]
+        nouns = {o["noun"] for im in data["images"] for o in im["scene"]["objects"]}
+        has_slot = [SLOT in c or SLOTS in c for c in captions]
+        assert all(has_slot) if slotted else not any(has_slot), split
+        assert any(n in c for c in captions for n in nouns) != slotted, split
+        assert data["info"]["slots"] is slotted

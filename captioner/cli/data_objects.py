@@ -59,6 +59,12 @@ def add_objects(dsub) -> None:
         default=0.3,
         help="fraction of train/val/test images drawn from the synthetic scenes generator",
     )
+    o.add_argument(
+        "--slots",
+        action="store_true",
+        help="train/val captions say <obj> / <objs> where the object nouns go, for a model "
+        "that names objects from the image (test and novel keep the nouns)",
+    )
     o.set_defaults(func=_cmd_objects)
 
 
@@ -77,6 +83,7 @@ def _cmd_objects(args: argparse.Namespace) -> int:
         backgrounds=args.backgrounds,
         hold_out=[c for c in args.hold_out.split(",") if c.strip()],
         mix_scenes=args.mix_scenes,
+        slots=args.slots,
     )
     print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
     return 0

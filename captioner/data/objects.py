@@ -60,6 +60,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+SLOT_SPLITS = ("train", "val")  # with slots=True, these splits' captions say <obj> / <objs>
 GENERATOR_NAME = "captioner.data.objects"
 GENERATOR_VERSION = "1.0"
 SPLITS: tuple[str, ...] = ("train", "val", "test", "novel")
@@ -152,7 +153,12 @@ def load_bank(
 
 
 def _object_entry(
-    bank: ObjectBank, rng: Any, split: str, hold_out: Sequence[str], image_size: int
+    bank: ObjectBank,
+    rng: Any,
+    split: str,
+    hold_out: Sequence[str],
+    image_size: int,
+    slots: bool = False,
 ) -> tuple[Any, dict[str, Any], list[str], int]:
     held = set(hold_out)
     allowed = (
@@ -172,7 +178,7 @@ def _object_entry(
     composite = compose(scene, rng, image_size, bank.stamp_files(), bank.background_files)
     image = camera_effects(rng, composite.pixels)
     scene["jpeg_quality"] = int(rng.integers(60, 96))
-    return image, scene, object_captions(scene), scene["jpeg_quality"]
+    return image, scene, object_captions(scene, slots), scene["jpeg_quality"]
 
 
 def _generate_split(
@@ -185,6 +191,7 @@ def _generate_split(
     hold_out: Sequence[str],
     mix_scenes: float,
     progress: bool,
+    slots: bool = False,
 ) -> pathlib.Path:
     (out / "images" / split).mkdir(parents=True, exist_ok=True)
     images: list[dict[str, Any]] = []
@@ -203,7 +210,9 @@ def _generate_split(
             scene["source"] = "scenes"
             objects = sorted({o["kind"] for o in scene["objects"]})
         else:
-            image, scene, captions, quality = _object_entry(bank, rng, split, hold_out, image_size)
+            image, scene, captions, quality = _object_entry(
+                bank, rng, split, hold_out, image_size, slots and split in SLOT_SPLITS
+            )
             objects = scene["categories"]
         file_name = f"{split}/{index:06d}.jpg"
         image.save(out / "images" / file_name, quality=quality)
@@ -230,6 +239,7 @@ def _generate_split(
             "image_size": image_size,
             "hold_out": list(hold_out),
             "mix_scenes": mix_scenes,
+            "slots": slots and split in SLOT_SPLITS,
             "categories": sorted(bank.categories),
             "stamps": len(bank.stamps),
             "backgrounds": [b["name"] for b in bank.backgrounds],
@@ -263,13 +273,16 @@ def generate_objects(
     mix_scenes: float = 0.3,
     progress: bool = True,
     bank: ObjectBank | None = None,
+    slots: bool = False,
 ) -> dict[str, pathlib.Path]:
     """Write the object-bank dataset under ``out_dir`` and return ``{split: json path}``.
 
     ``stamps`` / ``backgrounds``: folders to read instead of fetching the Debian packages
     (``backgrounds="none"``: textures and gradients only). ``hold_out``: categories kept out
     of train/val/test and put in the ``novel`` split. ``mix_scenes``: the fraction of
-    train/val/test images drawn from the synthetic scenes generator instead.
+    train/val/test images drawn from the synthetic scenes generator instead. ``slots``: the
+    train and val captions say ``<obj>`` / ``<objs>`` for every object noun (test and novel
+    keep the nouns, to score the filled captions against).
     """
     seed = check_count("seed", seed)
     counts = {
@@ -299,7 +312,16 @@ def generate_objects(
     out.mkdir(parents=True, exist_ok=True)
     return {
         split: _generate_split(
-            out, bank, split, counts[split], seed, image_size, hold_out, float(mix_scenes), progress
+            out,
+            bank,
+            split,
+            counts[split],
+            seed,
+            image_size,
+            hold_out,
+            float(mix_scenes),
+            progress,
+            slots,
         )
         for split in SPLITS
     }

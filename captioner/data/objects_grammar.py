@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from captioner.vocab import SLOT, SLOTS
+
 __all__ = [
     "COUNT_WORDS",
     "LAYOUTS",
@@ -174,11 +176,17 @@ def _tidy(text: str) -> str:
     return " ".join(text.split())
 
 
-def object_captions(scene: dict[str, Any]) -> list[str]:
-    """The reference captions of an object-bank scene: always the same list for one scene."""
+def object_captions(scene: dict[str, Any], slots: bool = False) -> list[str]:
+    """The reference captions of an object-bank scene: always the same list for one scene.
+
+    With ``slots``, every object noun is the slot token ``<obj>`` (``<objs>`` for a plural),
+    for training a captioner that names objects from the image (captioner.inference.slots).
+    """
     short = scene["background"].get("short", "")
     the = scene["background"].get("the", "") or "in the picture"
     objs = scene["objects"]
+    if slots:
+        objs = [{**o, "noun": SLOT, "plural": SLOTS} for o in objs]
     layout = scene["layout"]
     if layout == "single":
         x = _a(objs[0]["noun"])

@@ -15,8 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from captioner.concepts import table, word_probabilities
-
-SLOT, SLOTS = "<obj>", "<objs>"  # singular and plural object slots in training captions
+from captioner.vocab import SLOT, SLOTS
 
 Head = Callable[[torch.Tensor], torch.Tensor]  # (B, C) features -> (B, 1000) probabilities
 
