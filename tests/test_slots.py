@@ -101,3 +101,12 @@ def test_the_pipeline_fills_slots_from_where_the_decoder_looks() -> None:
     assert results[0].alternatives[0]["caption"] == "a cat"
     pipeline.head = None  # no head: the slot stays a slot rather than a guess
     assert pipeline.caption_features(image_cat[None])[0].caption == f"a {SLOT}"
+
+
+def test_the_whole_picture_vetoes_what_a_single_region_cannot_show() -> None:
+    grid = torch.stack([CAT_CELL * 0.1 + DOG_CELL * 0.05, DOG_CELL])
+    words, attention = ["a", SLOT], torch.tensor([[0.5, 0.5], [1.0, 0.0]])
+    assert fill_slots(words, attention, grid, head)[0][1] == "cat"  # the cell leans to cat
+    picture = torch.zeros(1000)
+    picture[RETRIEVER] = 1.0  # ... but the whole image is plainly a dog
+    assert fill_slots(words, attention, grid, head, picture)[0][1] == "dog"

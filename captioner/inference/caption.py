@@ -213,11 +213,12 @@ class CaptionPipeline:
         assert self.head is not None
         for row, (hyps, res) in enumerate(zip(nbest, results, strict=True)):
             grid = features[row].to(self.device).float()  # (N, C)
+            whole = self.head(self.pooled_features(grid[None]))[0]  # (1000,) the picture's view
             for k, hyp in enumerate(hyps):
                 words = [self.vocab.itos[i] for i in hyp.tokens]
                 if hyp.attention is None:
                     continue
-                filled, named = fill_slots(words, hyp.attention, grid, self.head)
+                filled, named = fill_slots(words, hyp.attention, grid, self.head, whole)
                 res.alternatives[k]["caption"] = " ".join(filled)
                 if k == 0:
                     res.words, res.caption = filled, " ".join(filled)

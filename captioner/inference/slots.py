@@ -31,6 +31,7 @@ def fill_slots(
     attention: torch.Tensor,
     features: torch.Tensor,
     head: Head,
+    image_probs: torch.Tensor | None = None,
 ) -> tuple[list[str], list[dict]]:
     """Replace each slot word by the everyday name of what its step attended to.
 
@@ -46,6 +47,11 @@ def fill_slots(
     weights = attention[positions].to(features.device, features.dtype)  # (S, N)
     context = weights @ features  # (S, C): the attended region of each slot
     probs = word_probabilities(head(context))  # (S, W): class probabilities pooled per word
+    if image_probs is not None:
+        # A word must fit both the attended region and the whole picture: a single cell's
+        # feature is out of the head's training distribution, the picture's mean is not.
+        probs = probs * word_probabilities(image_probs.reshape(1, -1).to(probs.device))
+        probs = probs / probs.sum(dim=1, keepdim=True).clamp_min(1e-12)
     scores, best = probs.max(dim=1)
     for pos, score, w in zip(positions, scores.tolist(), best.tolist(), strict=True):
         name = t.plurals[w] if words[pos] == SLOTS else t.words[w]
