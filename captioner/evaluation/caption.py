@@ -12,6 +12,7 @@ import torch
 
 from captioner import metrics
 from captioner.data.captions import CaptionRecord, load_captions
+from captioner.evaluation.objects import object_metadata, object_scores
 from captioner.inference import Captioner, CaptionResult
 from captioner.training.caption import cached_split, default_cache_root
 
@@ -79,6 +80,9 @@ def run_caption_evaluation(
     scores = metrics.score(
         refs, {r.image_id: h for r, h in zip(split_data.records, hyps, strict=True)}
     )
+    meta = object_metadata(data)
+    if meta is not None:  # an object-bank file: novel-object F1 and count honesty too
+        scores["objects"] = object_scores(split_data.records, hyps, meta)
     result = {
         **scores,
         "images": len(split_data.records),
