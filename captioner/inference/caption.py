@@ -111,6 +111,7 @@ class CaptionPipeline:
         self.device = device
         self._preprocess = preprocess
         self.limits = limits
+        self._has_slots = bool(slot_tokens(vocab.itos))  # a vocabulary trained with <obj>
 
     @staticmethod
     def search_defaults(decoding: dict[str, Any], vocab: Vocabulary) -> SearchConfig:
@@ -186,39 +187,51 @@ class CaptionPipeline:
         """Decode a (B, N, C) feature grid batch, ``batch_size`` rows at a time (default: all);
         options as :meth:`search_config`."""
         cfg = self.search_config(**options)
-        slots = bool(slot_tokens(self.vocab.itos)) and self.head is not None
+        slots = self._has_slots and self.head is not None
         # Slots are named from where the decoder looked: the search keeps attention for them.
         search = dataclasses.replace(cfg, return_attention=True) if slots else cfg
         step = batch_size or max(1, features.size(0))
         grid = grid_shape(features.size(1))
         results: list[CaptionResult] = []
         for start in range(0, features.size(0), step):
-            chunk = features[start : start + step]
+            chunk = features[start : start + step].to(self.device, non_blocking=True).float()
             nbest = self.search(chunk, search)
             chunk_results = [self._result(hyps, grid) for hyps in nbest]
+            pooled, probs = self._whole_image(chunk)  # once per chunk, for slots and tags
             if slots:
-                self._fill_slots(chunk, nbest, chunk_results, keep_attention=cfg.return_attention)
-            self._describe(chunk, chunk_results)
+                self._fill_slots(chunk, nbest, chunk_results, probs, cfg.return_attention)
+            self._describe(chunk_results, pooled, probs)
             results.extend(chunk_results)
         return results
+
+    @torch.inference_mode()
+    def _whole_image(
+        self, features: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The (B, C) pooled features and the head's (B, 1000) view of each whole picture."""
+        if self.head is None and self.domain is None:
+            return None, None
+        pooled = self.pooled_features(features)
+        return pooled, None if self.head is None else self.head(pooled)
 
     def _fill_slots(
         self,
         features: torch.Tensor,
         nbest: list[list[Hypothesis]],
         results: list[CaptionResult],
+        image_probs: torch.Tensor,
         keep_attention: bool,
     ) -> None:
         """Name each object slot of every hypothesis from its attended region (see slots.py)."""
         assert self.head is not None
         for row, (hyps, res) in enumerate(zip(nbest, results, strict=True)):
-            grid = features[row].to(self.device).float()  # (N, C)
-            whole = self.head(self.pooled_features(grid[None]))[0]  # (1000,) the picture's view
             for k, hyp in enumerate(hyps):
-                words = [self.vocab.itos[i] for i in hyp.tokens]
                 if hyp.attention is None:
                     continue
-                filled, named = fill_slots(words, hyp.attention, grid, self.head, whole)
+                words = [self.vocab.itos[i] for i in hyp.tokens]
+                filled, named = fill_slots(
+                    words, hyp.attention, features[row], self.head, image_probs[row]
+                )
                 res.alternatives[k]["caption"] = " ".join(filled)
                 if k == 0:
                     res.words, res.caption = filled, " ".join(filled)
@@ -226,18 +239,17 @@ class CaptionPipeline:
             if not keep_attention:
                 res.attention, res.grid = None, None
 
-    @torch.inference_mode()
-    def _describe(self, features: torch.Tensor, results: list[CaptionResult]) -> None:
+    def _describe(
+        self,
+        results: list[CaptionResult],
+        pooled: torch.Tensor | None,
+        image_probs: torch.Tensor | None,
+    ) -> None:
         """Tags and the out-of-domain flag from the pooled features of the same grid."""
-        if self.head is None and self.domain is None:
-            return
-        pooled = self.pooled_features(features.to(self.device, non_blocking=True))
-        if self.head is not None:
-            for res, tags in zip(
-                results, batch_tags(self.head(pooled), self.top_tags), strict=True
-            ):
+        if image_probs is not None:
+            for res, tags in zip(results, batch_tags(image_probs, self.top_tags), strict=True):
                 res.tags = tags
-        if self.domain is not None:
+        if self.domain is not None and pooled is not None:
             distances = self.domain.distance(pooled).cpu().tolist()
             for res, d in zip(results, distances, strict=True):
                 res.domain_distance = round(d, 4)
