@@ -36,7 +36,6 @@ from captioner.video import (
     DEFAULT_VIDEO_LIMITS,
     VideoInfo,
     VideoLimits,
-    decode_clip,
     local_video,
     probe_video,
     read_frames,
@@ -277,8 +276,7 @@ class ActivityClassifier:
 
     def load_clip(self, source: VideoSource) -> torch.Tensor:
         """Decode one video (MediaError on bad input) -> (T, 3, S, S) uint8 uniform clip."""
-        clip = decode_clip(source, self.num_frames, self.size, "uniform", limits=self.limits)
-        return torch.from_numpy(clip.frames).permute(0, 3, 1, 2)
+        return self.prepare(source).clip_frames()
 
     # -- the model --------------------------------------------------------------------------
 
@@ -334,9 +332,8 @@ class ActivityClassifier:
 
     def classify_batch(self, clips: Sequence[torch.Tensor], top_k: int = 5) -> list[ActivityResult]:
         """(T, 3, S, S) uint8 clips (from :meth:`load_clip`) -> results; for batchers."""
-        if not clips:
-            return []
-        return [self.result(p, top_k) for p in self.probabilities(torch.stack(list(clips)))]
+        inputs = [ClipInput(clip, list(range(clip.shape[0]))) for clip in clips]
+        return self.classify_inputs(inputs, top_k)
 
     def classify(
         self,
