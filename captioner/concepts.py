@@ -27,6 +27,7 @@ class ConceptTable:
     words: tuple[str, ...]  # distinct everyday words, in order of first appearance
     plurals: tuple[str, ...]  # the plural of each word
     word_of_class: torch.Tensor  # (1000,) int64: index into ``words`` for each class
+    thing: torch.Tensor  # (1000,) bool: an object, not a place (lakeside, valley, alp...)
 
 
 @functools.lru_cache(maxsize=1)
@@ -54,6 +55,7 @@ def table() -> ConceptTable:
         words=tuple(words),
         plurals=tuple(plurals),
         word_of_class=torch.tensor(index, dtype=torch.long),
+        thing=torch.tensor([r[col["kind"]] != "place" for r in rows], dtype=torch.bool),
     )
 
 

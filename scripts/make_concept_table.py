@@ -198,6 +198,7 @@ OVERRIDES = {
     "motor scooter": "scooter",
     "golden retriever": "dog",
     "coffee mug": "cup",
+    "fire engine": "fire truck/fire trucks",
     "cup": "cup",
     "Granny Smith": "apple",
     "hen": "chicken",
@@ -519,6 +520,17 @@ def imagenet_classes() -> list[tuple[str, str]]:
     return [(w, lemmas[w]) for w in wnids]
 
 
+# Classes under these synsets are places, not things: an object slot never names them, tags do.
+PLACES = ("geological_formation.n.01",)
+
+
+def kind_of(wn, wnid: str) -> str:
+    """"place" for a landscape class (lakeside, valley, alp...), else "thing"."""
+    synset = wn.synset_from_pos_and_offset("n", int(wnid[1:]))
+    above = {node.name() for path in synset.hypernym_paths() for node in path}
+    return "place" if above & set(PLACES) else "thing"
+
+
 def concept_for(wn, wnid: str, lemma: str) -> tuple[str, str, str]:
     """-> (word, plural, how) for one class."""
     if lemma in OVERRIDES:
@@ -557,13 +569,13 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for index, (wnid, lemma) in enumerate(imagenet_classes()):
             word, many, how = concept_for(wn, wnid, lemma)
-            rows.append((index, wnid, lemma, word, many))
+            rows.append((index, wnid, lemma, word, many, kind_of(wn, wnid)))
             if args.report:
                 print(f"{index}\t{lemma}\t{word}\t{how}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     header = "# ImageNet class -> everyday noun; written by scripts/make_concept_table.py\n"
     body = "".join("\t".join(map(str, r)) + "\n" for r in rows)
-    args.out.write_text(header + "index\twnid\tlemma\tword\tplural\n" + body)
+    args.out.write_text(header + "index\twnid\tlemma\tword\tplural\tkind\n" + body)
     print(f"wrote {args.out}: {len(rows)} classes, {len({r[3] for r in rows})} words")
     return 0
 

@@ -32,11 +32,21 @@ def test_every_class_has_an_everyday_word_and_plural() -> None:
         ("Granny Smith", "apple"),
         ("goldfinch", "bird"),
         ("sports car", "car"),
+        ("fire engine", "fire truck"),
     ],
 )
 def test_reviewed_examples_map_to_their_everyday_word(lemma: str, word: str) -> None:
     index = table().lemmas.index(lemma)
     assert concept(index)[0] == word
+
+
+def test_landscapes_are_places_and_everything_else_a_thing() -> None:
+    t = table()
+    places = {t.lemmas[i] for i in range(NUM_CLASSES) if not t.thing[i]}
+    assert {"lakeside", "valley", "seashore", "alp", "volcano"} <= places
+    assert len(places) < 20
+    for thing in ("tabby", "espresso", "moped", "boathouse", "pier"):
+        assert t.thing[t.lemmas.index(thing)]
 
 
 def test_plurals() -> None:
