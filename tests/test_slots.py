@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from captioner.concepts import concept, table
 from captioner.decoding import SearchConfig
 from captioner.inference import CaptionPipeline
 from captioner.inference.slots import SLOT, SLOTS, fill_slots, slot_tokens
@@ -110,3 +112,35 @@ def test_the_whole_picture_vetoes_what_a_single_region_cannot_show() -> None:
     picture = torch.zeros(1000)
     picture[RETRIEVER] = 1.0  # ... but the whole image is plainly a dog
     assert fill_slots(words, attention, grid, head, picture)[0][1] == "dog"
+
+
+def test_a_word_the_region_and_picture_agree_on_beats_a_word_of_many_vague_classes() -> None:
+    lemmas = table().lemmas
+    dogs = [i for i in range(1000) if concept(i)[0] == "dog"][:100]
+    koala = lemmas.index("koala")
+
+    def vague(features: torch.Tensor) -> torch.Tensor:  # the region: 0.6 spread over 100 breeds
+        probs = torch.zeros(features.size(0), 1000)
+        probs[:, dogs] = 0.6 / len(dogs)
+        probs[:, koala] = 0.3
+        return probs
+
+    picture = torch.zeros(1000)
+    picture[dogs] = 0.5 / len(dogs)
+    picture[koala] = 0.4  # both pool more "dog" than "koala", but agree on the koala
+    assert fill_slots(["a", SLOT], torch.ones(2, 1), torch.zeros(1, C), vague, picture)[0] == [
+        "a",
+        "koala",
+    ]
+
+
+def test_a_slot_never_names_a_place() -> None:
+    lakeside, boathouse = table().lemmas.index("lakeside"), table().lemmas.index("boathouse")
+
+    def shore(features: torch.Tensor) -> torch.Tensor:
+        probs = torch.zeros(features.size(0), 1000)
+        probs[:, lakeside], probs[:, boathouse] = 0.9, 0.1
+        return probs
+
+    filled, named = fill_slots(["a", SLOT], torch.ones(2, 1), torch.zeros(1, C), shore)
+    assert filled == ["a", "boathouse"] and named[0]["score"] == pytest.approx(1.0)

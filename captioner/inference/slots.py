@@ -46,12 +46,16 @@ def fill_slots(
         return filled, slots
     weights = attention[positions].to(features.device, features.dtype)  # (S, N)
     context = weights @ features  # (S, C): the attended region of each slot
-    probs = word_probabilities(head(context))  # (S, W): class probabilities pooled per word
+    probs = head(context).float()  # (S, 1000)
     if image_probs is not None:
-        # A word must fit both the attended region and the whole picture: a single cell's
+        # A class must fit both the attended region and the whole picture: a single cell's
         # feature is out of the head's training distribution, the picture's mean is not.
-        probs = probs * word_probabilities(image_probs.reshape(1, -1).to(probs.device))
-        probs = probs / probs.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        # Multiplying per class before pooling into words keeps a word with many vague
+        # classes (the 120 dog breeds) from outvoting one the two agree on.
+        probs = probs * image_probs.reshape(1, -1).to(probs.device).float()
+    probs = probs * t.thing.to(probs.device)  # a slot names a thing, never a place ("lake")
+    probs = word_probabilities(probs)  # (S, W): class probabilities pooled per word
+    probs = probs / probs.sum(dim=1, keepdim=True).clamp_min(1e-12)
     scores, best = probs.max(dim=1)
     for pos, score, w in zip(positions, scores.tolist(), best.tolist(), strict=True):
         name = t.plurals[w] if words[pos] == SLOTS else t.words[w]
