@@ -525,7 +525,7 @@ PLACES = ("geological_formation.n.01",)
 
 
 def kind_of(wn, wnid: str) -> str:
-    """"place" for a landscape class (lakeside, valley, alp...), else "thing"."""
+    """ "place" for a landscape class (lakeside, valley, alp...), else "thing"."""
     synset = wn.synset_from_pos_and_offset("n", int(wnid[1:]))
     above = {node.name() for path in synset.hypernym_paths() for node in path}
     return "place" if above & set(PLACES) else "thing"
