@@ -26,6 +26,10 @@ __all__ = [
 LAYOUTS: tuple[str, ...] = ("single", "count", "pair", "group")
 _LAYOUT_P = (0.6, 0.15, 0.15, 0.10)
 _CROP_P = 0.3  # one-subject scenes whose subject is cut by the border
+# One-subject scenes framed like a portrait or a product shot: the subject is larger than the
+# frame. Real photographs are mostly this, and without it a model reads a subject that fills
+# every cell of the grid as two or three of them.
+_CLOSE_UP_P = 0.25
 _MAX_UPSCALE = 3.0
 
 #: Words that state how many things there are; one-object captions contain none of them.
@@ -65,8 +69,14 @@ def _size(native: tuple[int, int], long_side: float) -> tuple[int, int]:
 def _place_single(
     rng: np.random.Generator, obj: dict[str, Any], native: tuple[int, int], s: int
 ) -> dict[str, Any]:
-    w, h = _size(native, rng.uniform(0.45, 0.95) * s)
-    if rng.random() < _CROP_P:
+    close_up = rng.random() < _CLOSE_UP_P
+    w, h = _size(native, rng.uniform(1.0, 1.6) * s if close_up else rng.uniform(0.45, 0.95) * s)
+    if close_up:
+        # Centred within a fifth of the frame: a close-up keeps the middle of its subject.
+        x0 = round((s - w) / 2 + rng.uniform(-0.2, 0.2) * s)
+        y0 = round((s - h) / 2 + rng.uniform(-0.2, 0.2) * s)
+        obj["cropped"] = bool(x0 < 0 or y0 < 0 or x0 + w > s or y0 + h > s)
+    elif rng.random() < _CROP_P:
         # Let up to 35% of the object's width and height fall outside the frame.
         x0 = int(rng.integers(-round(0.35 * w), s - round(0.65 * w) + 1))
         y0 = int(rng.integers(-round(0.35 * h), s - round(0.65 * h) + 1))
