@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -144,3 +146,21 @@ def test_a_slot_never_names_a_place() -> None:
 
     filled, named = fill_slots(["a", SLOT], torch.ones(2, 1), torch.zeros(1, C), shore)
     assert filled == ["a", "boathouse"] and named[0]["score"] == pytest.approx(1.0)
+
+
+def test_replayed_attention_names_slots_as_the_search_attention_does() -> None:
+    """The search keeps no attention unless asked; slot captions are replayed for it instead.
+    Both ways must name the same words with the same scores (the shipped model, real photos)."""
+    import captioner
+    from captioner.inference import default_bundle_dir
+
+    model = captioner.load(default_bundle_dir("caption"), device="cpu")
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    photos = sorted(examples.glob("photo-*.jpg"))
+    replayed = model.caption(photos)
+    kept = model.caption(photos, return_attention=True)
+    assert any(r.slots for r in replayed)
+    for a, b in zip(replayed, kept, strict=True):
+        assert a.caption == b.caption
+        assert a.slots == b.slots
+        assert a.attention is None and b.attention is not None

@@ -9,7 +9,6 @@ features, so every surface decodes alike.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
 from collections.abc import Sequence
@@ -111,7 +110,8 @@ class CaptionPipeline:
         self.device = device
         self._preprocess = preprocess
         self.limits = limits
-        self._has_slots = bool(slot_tokens(vocab.itos))  # a vocabulary trained with <obj>
+        self._slot_ids = tuple(slot_tokens(vocab.itos))  # a vocabulary trained with <obj>
+        self._has_slots = bool(self._slot_ids)
 
     @staticmethod
     def search_defaults(decoding: dict[str, Any], vocab: Vocabulary) -> SearchConfig:
@@ -188,14 +188,12 @@ class CaptionPipeline:
         options as :meth:`search_config`."""
         cfg = self.search_config(**options)
         slots = self._has_slots and self.head is not None
-        # Slots are named from where the decoder looked: the search keeps attention for them.
-        search = dataclasses.replace(cfg, return_attention=True) if slots else cfg
         step = batch_size or max(1, features.size(0))
         grid = grid_shape(features.size(1))
         results: list[CaptionResult] = []
         for start in range(0, features.size(0), step):
             chunk = features[start : start + step].to(self.device, non_blocking=True).float()
-            nbest = self.search(chunk, search)
+            nbest = self.search(chunk, cfg)
             chunk_results = [self._result(hyps, grid) for hyps in nbest]
             pooled, probs = self._whole_image(chunk)  # once per chunk, for slots and tags
             if slots:
@@ -224,13 +222,14 @@ class CaptionPipeline:
     ) -> None:
         """Name each object slot of every hypothesis from its attended region (see slots.py)."""
         assert self.head is not None
+        attention = self._slot_attention(features, nbest)
         for row, (hyps, res) in enumerate(zip(nbest, results, strict=True)):
             for k, hyp in enumerate(hyps):
-                if hyp.attention is None:
+                if (row, k) not in attention:
                     continue
                 words = [self.vocab.itos[i] for i in hyp.tokens]
                 filled, named = fill_slots(
-                    words, hyp.attention, features[row], self.head, image_probs[row]
+                    words, attention[row, k], features[row], self.head, image_probs[row]
                 )
                 res.alternatives[k]["caption"] = " ".join(filled)
                 if k == 0:
@@ -238,6 +237,44 @@ class CaptionPipeline:
                     res.slots = named or None
             if not keep_attention:
                 res.attention, res.grid = None, None
+
+    @torch.inference_mode()
+    def _slot_attention(
+        self, features: torch.Tensor, nbest: list[list[Hypothesis]]
+    ) -> dict[tuple[int, int], torch.Tensor]:
+        """(row, k) -> the (T, N) attention of each hypothesis that has a slot.
+
+        Keeping every beam's attention through the search would slow it for all captions
+        (the history is reordered at each step); instead the few captions with slots are
+        replayed once, teacher-forced, which gives the same attention the search saw.
+        """
+        ids = set(self._slot_ids)
+        todo = [
+            (row, k, hyp)
+            for row, hyps in enumerate(nbest)
+            for k, hyp in enumerate(hyps)
+            if ids.intersection(hyp.tokens)
+        ]
+        if not todo:
+            return {}
+        if all(hyp.attention is not None for _, _, hyp in todo):  # the search kept it anyway
+            return {(row, k): hyp.attention for row, k, hyp in todo}
+        steps = max(len(hyp.tokens) for _, _, hyp in todo)
+        tokens = torch.full((len(todo), steps), self.vocab.end_id, dtype=torch.long)
+        for i, (_, _, hyp) in enumerate(todo):
+            tokens[i, : len(hyp.tokens)] = torch.tensor(hyp.tokens, dtype=torch.long)
+        tokens = tokens.to(features.device)
+        rows = torch.tensor([row for row, _, _ in todo], device=features.device)
+        with self.precision_context():
+            state = self.decoder.init_state(features[rows])
+            prev = torch.full_like(tokens[:, 0], self.vocab.start_id)
+            alphas = []
+            for t in range(steps):
+                _, state, alpha = self.decoder.step(state, prev)
+                alphas.append(alpha.float())
+                prev = tokens[:, t]
+        att = torch.stack(alphas, dim=1)  # (n, steps, N)
+        return {(row, k): att[i, : len(hyp.tokens)] for i, (row, k, hyp) in enumerate(todo)}
 
     def _describe(
         self,
