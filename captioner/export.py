@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from captioner.decoding import SearchConfig
-from captioner.encoders import Preprocess
+from captioner.encoders import ImageNetHead, Preprocess, sha256_file
 from captioner.inference import Captioner, CaptionPipeline
 from captioner.media import DEFAULT_LIMITS, ImageLimits
 from captioner.models.caption import CaptionDecoder, CaptionDecoderConfig, DecoderState
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 FORMATS = ("torchscript", "onnx")
 SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
 EXPORT_VERSION = 1
+HEAD_FILE = "head.safetensors"
 DEFAULT_OPSET = 18
 ONNX_PACKAGES = "pip install 'captioner[export]'  (or: pip install onnx onnxscript onnxruntime)"
 
@@ -274,6 +276,16 @@ def export_bundle(
                 raise ExportError(f"exporting {name} to {fmt} failed: {exc}") from exc
             graphs[name] = {"file": path.name, **spec[name]}
     meta = _metadata(captioner, bundle, fmt, opset, graphs)
+    if captioner.head is not None:
+        # The ImageNet head names object slots and gives tags: a plain (1000, C) matrix on the
+        # grid's mean, kept as tensors rather than a graph so any runtime can apply it.
+        head = folder / HEAD_FILE
+        save_file({"weight": captioner.head.weight, "bias": captioner.head.bias}, str(head))
+        meta["head"] = {
+            "file": HEAD_FILE,
+            "sha256": sha256_file(head),
+            "note": "ImageNet class probabilities = softmax(weight @ mean(grid over cells) + bias)",
+        }
     meta_path = folder / "export.json"
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     return meta_path
@@ -415,6 +427,7 @@ class ExportedCaptioner(CaptionPipeline):
                 names = [i["name"] for i in graph["inputs"]]
                 runners[name] = _onnx_runner(path, names, threads)
         self._encoder = runners["encoder"]
+        head = meta.get("head")
         config = CaptionDecoderConfig.from_dict(meta["model"])
         d = meta["decoding"]
         search = SearchConfig(
@@ -431,6 +444,12 @@ class ExportedCaptioner(CaptionPipeline):
             Preprocess.from_dict(meta["preprocess"]),
             limits=limits,
         )
+        if head is not None:  # object slots and tags, as in the bundle
+            path = self.folder / head["file"]
+            if not path.is_file() or sha256_file(path) != head["sha256"]:
+                raise ExportError(f"export {folder}: {head['file']} is missing or corrupt")
+            tensors = load_file(str(path))
+            self.head = ImageNetHead(tensors["weight"], tensors["bias"])
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) uint8 -> (B, N, C) features through the exported encoder."""
