@@ -131,6 +131,8 @@ def caption_files(
                 "out_of_domain": res.out_of_domain,
                 "domain_distance": res.domain_distance,
             }
+            if res.slots:  # JSONL only: the CSV columns stay those of CSV_FIELDS
+                row["slots"] = res.slots
             if n_best > 1:
                 row["alternatives"] = res.alternatives
             rows.append(row)

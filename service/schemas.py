@@ -34,6 +34,12 @@ class Tag(BaseModel):
     score: float = Field(description="the encoder's ImageNet-head probability for the name, 0-1")
 
 
+class Slot(BaseModel):
+    position: int = Field(description="index of the named word in `words`")
+    name: str = Field(description="the everyday name the ImageNet head gave the attended region")
+    score: float = Field(description="0-1: how sure the head is of that name")
+
+
 class CaptionItem(BaseModel):
     filename: str
     caption: str | None = None
@@ -59,6 +65,11 @@ class CaptionItem(BaseModel):
         None,
         description="cosine distance of the image's features to the nearest calibration "
         "images (0 = identical); compare with your own threshold",
+    )
+    slots: list[Slot] | None = Field(
+        None,
+        description="object words of the caption named from the image (the ImageNet head on "
+        "the region the decoder attended to); absent for a model without object slots",
     )
     words: list[str] | None = None
     alternatives: list[Alternative] | None = None
