@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import shutil
@@ -50,12 +51,29 @@ def test_results_carry_tags_confidence_and_the_domain_flag(shipped) -> None:
     assert {"tags", "confidence", "out_of_domain", "domain_distance"} <= set(res.to_dict())
 
 
-def test_fresh_scenes_are_in_domain_and_photographs_are_not(shipped, scene_data) -> None:
+FOREIGN = ("page", "text", "coins", "moon", "hubble_deep_field", "microaneurysms")
+
+
+def _foreign(name: str) -> Image.Image:
+    """A scikit-image picture unlike anything the default model was trained on."""
+    from skimage import data
+
+    return Image.fromarray(getattr(data, name)()).convert("RGB")
+
+
+def test_fresh_scenes_and_photos_are_in_domain_and_foreign_pictures_are_not(
+    shipped, scene_data
+) -> None:
     scenes = sorted((scene_data / "images" / "test").glob("*.jpg"))
     flags = [r.out_of_domain for r in shipped.caption(scenes)]
     assert sum(flags) <= 1, f"fresh scenes flagged out of domain: {flags}"
-    photos = [_photo(n) for n in ("coffee", "chelsea", "astronaut", "rocket")]
-    assert all(r.out_of_domain for r in shipped.caption(photos))
+    # The default model is trained on photo composites: everyday photos are its domain ...
+    photos = shipped.caption([_photo(n) for n in ("coffee", "chelsea")])
+    assert not any(r.out_of_domain for r in photos), [r.domain_distance for r in photos]
+    # ... text, coins, the night sky and microscopy are not.
+    foreign = shipped.caption([_foreign(n) for n in FOREIGN])
+    assert all(r.out_of_domain for r in foreign), [r.domain_distance for r in foreign]
+    assert min(r.domain_distance for r in foreign) > max(r.domain_distance for r in photos)
 
 
 def test_tags_come_from_the_same_pass_and_cost_no_second_encoding(shipped, monkeypatch) -> None:
@@ -131,13 +149,26 @@ def test_calibrate_refuses_too_few_images(tiny_bundle, tmp_path) -> None:
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
 def test_caption_rows_carry_the_new_fields(shipped, tmp_path, suffix) -> None:
     out = tmp_path / f"rows{suffix}"
-    inputs = [str(EXAMPLES / "scene-0.jpg"), str(EXAMPLES / "photo-chelsea.jpg")]
+    _foreign("page").save(tmp_path / "page.png")
+    inputs = [
+        str(EXAMPLES / "scene-0.jpg"),
+        str(EXAMPLES / "photo-chelsea.jpg"),
+        str(EXAMPLES / "photo-rocket.jpg"),
+        str(tmp_path / "page.png"),
+    ]
     code = caption_files(inputs, out=out, model=shipped, workers=0, progress=False)
     assert code == 0
     if suffix == ".jsonl":
         rows = [json.loads(line) for line in out.read_text().splitlines()]
         assert all(isinstance(r["tags"], list) and r["tags"][0]["name"] for r in rows)
         flags = [r["out_of_domain"] for r in rows]
+        # The rocket photo's object words are named from the image: listed under "slots".
+        words = rows[2]["caption"].split()
+        assert rows[2]["slots"] and all(
+            n["name"].split()[-1] == words[n["position"] + len(n["name"].split()) - 1]
+            for n in rows[2]["slots"]
+        )
+        assert "slots" not in rows[0]  # the scenes' own nouns need no naming
     else:
         with out.open(newline="") as f:
             rows = list(csv.DictReader(f))
@@ -147,7 +178,7 @@ def test_caption_rows_carry_the_new_fields(shipped, tmp_path, suffix) -> None:
         ]  # fmt: skip
         assert json.loads(rows[1]["tags"])[0]["name"] == "cat"
         flags = [r["out_of_domain"] == "True" for r in rows]
-    assert flags == [False, True]  # a scene is in the model's domain, a photograph is not
+    assert flags == [False, False, False, True]  # scenes and photos in domain, a text page not
     assert all(0 < float(r["confidence"]) <= 1 for r in rows)
 
 
@@ -170,22 +201,32 @@ def test_the_api_returns_and_documents_the_fields(shipped) -> None:
             time.sleep(0.01)
         photo = (EXAMPLES / "photo-chelsea.jpg").read_bytes()
         scene = (EXAMPLES / "scene-0.jpg").read_bytes()
+        rocket = (EXAMPLES / "photo-rocket.jpg").read_bytes()
+        page = io.BytesIO()
+        _foreign("page").save(page, format="PNG")
         files = [
             ("file", ("cat.jpg", photo, "image/jpeg")),
             ("file", ("s.jpg", scene, "image/jpeg")),
+            ("file", ("rocket.jpg", rocket, "image/jpeg")),
+            ("file", ("page.png", page.getvalue(), "image/png")),
         ]
         r = client.post("/v1/caption", files=files)
         assert r.status_code == 200, r.text
-        cat, scene_item = r.json()["results"]
+        cat, scene_item, rocket_item, page_item = r.json()["results"]
         assert cat["tags"][0]["name"] == "cat" and 0 < cat["tags"][0]["score"] <= 1
         assert 0 < cat["confidence"] <= 1
-        assert (cat["out_of_domain"], scene_item["out_of_domain"]) == (True, False)
-        assert cat["domain_distance"] > scene_item["domain_distance"]
+        flags = [x["out_of_domain"] for x in (cat, scene_item, rocket_item, page_item)]
+        assert flags == [False, False, False, True]
+        assert page_item["domain_distance"] > cat["domain_distance"]
+        assert rocket_item["slots"] and {"position", "name", "score"} == set(
+            rocket_item["slots"][0]
+        )
         schema = client.get("/openapi.json").json()["components"]["schemas"]
     item = schema["CaptionItem"]["properties"]
-    for field in ("tags", "confidence", "out_of_domain", "domain_distance"):
+    for field in ("tags", "confidence", "out_of_domain", "domain_distance", "slots"):
         assert item[field].get("description"), field
     assert set(schema["Tag"]["properties"]) == {"name", "score"}
+    assert set(schema["Slot"]["properties"]) == {"position", "name", "score"}
 
 
 def test_tags_from_numpy_probabilities_match_the_pipeline(shipped) -> None:
