@@ -292,12 +292,13 @@ def test_a_shipped_manifest_reads_and_writes_back_unchanged(task, tmp_path) -> N
 
 def test_typed_fields_of_the_shipped_caption_bundle() -> None:
     spec = read_spec(shipped_bundle_dir("caption"))
-    assert (spec.task, spec.name, spec.version) == ("caption", "caption-default-scenes", "1")
+    assert (spec.task, spec.name, spec.version) == ("caption", "caption-default-objects", "1")
     assert spec.encoder.name == "efficientnet_lite0"
     assert spec.encoder.preprocess == Preprocess(size=224)
     assert (spec.encoder.feature_dim, spec.encoder.fine_tuned_blocks) == (1280, 0)
     assert (spec.beam_size, spec.max_len, spec.length_penalty) == (3, 20, 0.0)
     assert spec.tokens[:4] == ["<pad>", "<start>", "<end>", "<unk>"]
+    assert {"<obj>", "<objs>"} <= set(spec.tokens)  # it names objects through slots
     assert spec.model["vocab_size"] == len(spec.tokens)
     assert spec.classes is None
     assert set(spec.files) == {"decoder.safetensors", "domain.safetensors"}  # + calibration
