@@ -110,8 +110,7 @@ class CaptionPipeline:
         self.device = device
         self._preprocess = preprocess
         self.limits = limits
-        self._slot_ids = tuple(slot_tokens(vocab.itos))  # a vocabulary trained with <obj>
-        self._has_slots = bool(self._slot_ids)
+        self._slot_ids = frozenset(slot_tokens(vocab.itos))  # a vocabulary trained with <obj>
 
     @staticmethod
     def search_defaults(decoding: dict[str, Any], vocab: Vocabulary) -> SearchConfig:
@@ -187,7 +186,7 @@ class CaptionPipeline:
         """Decode a (B, N, C) feature grid batch, ``batch_size`` rows at a time (default: all);
         options as :meth:`search_config`."""
         cfg = self.search_config(**options)
-        slots = self._has_slots and self.head is not None
+        slots = bool(self._slot_ids) and self.head is not None
         step = batch_size or max(1, features.size(0))
         grid = grid_shape(features.size(1))
         results: list[CaptionResult] = []
@@ -246,14 +245,15 @@ class CaptionPipeline:
 
         Keeping every beam's attention through the search would slow it for all captions
         (the history is reordered at each step); instead the few captions with slots are
-        replayed once, teacher-forced, which gives the same attention the search saw.
+        replayed once, teacher-forced, which gives the same attention the search saw. The replay
+        goes through ``init_state`` / ``step``, the interface exported decoders have too, not
+        the model's training ``forward``.
         """
-        ids = set(self._slot_ids)
         todo = [
             (row, k, hyp)
             for row, hyps in enumerate(nbest)
             for k, hyp in enumerate(hyps)
-            if ids.intersection(hyp.tokens)
+            if self._slot_ids.intersection(hyp.tokens)
         ]
         if not todo:
             return {}
