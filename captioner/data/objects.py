@@ -46,7 +46,7 @@ from captioner.data.objects_grammar import object_captions, sample_object_scene
 from captioner.data.objects_render import camera_effects, compose
 from captioner.data.scene_grammar import sample_scene, scene_captions
 from captioner.data.scene_render import render_scene
-from captioner.data.synth import check_count, seeded_rng, write_json
+from captioner.data.synth import check_split_counts, seeded_rng, write_json
 from captioner.progress import progress_bar
 
 __all__ = [
@@ -284,16 +284,7 @@ def generate_objects(
     train and val captions say ``<obj>`` / ``<objs>`` for every object noun (test and novel
     keep the nouns, to score the filled captions against).
     """
-    seed = check_count("seed", seed)
-    counts = {
-        "train": check_count("n_train", n_train),
-        "val": check_count("n_val", n_val),
-        "test": check_count("n_test", n_test),
-        "novel": check_count("n_novel", n_novel),
-    }
-    image_size = check_count("image_size", image_size)
-    if image_size < 64:
-        raise ValueError(f"image_size must be at least 64 pixels, got {image_size}")
+    seed, counts, image_size = check_split_counts(seed, n_train, n_val, n_test, n_novel, image_size)
     if not 0.0 <= float(mix_scenes) <= 1.0:
         raise ValueError(f"mix_scenes must be between 0 and 1, got {mix_scenes}")
     bank = bank or load_bank(stamps, backgrounds)

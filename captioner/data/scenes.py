@@ -43,7 +43,7 @@ from captioner.data.synth import (
     BACKGROUNDS,
     PHOTO_KINDS,
     SHAPE_KINDS,
-    check_count,
+    check_split_counts,
     seeded_rng,
     write_json,
 )
@@ -149,16 +149,7 @@ def generate_scenes(
     structured ``scene``. The same seed and counts give identical files; each split (indeed each
     image) has its own RNG, so one split does not change when another's count does.
     """
-    seed = check_count("seed", seed)
-    counts = {
-        "train": check_count("n_train", n_train),
-        "val": check_count("n_val", n_val),
-        "test": check_count("n_test", n_test),
-        "novel": check_count("n_novel", n_novel),
-    }
-    image_size = check_count("image_size", image_size)
-    if image_size < 64:
-        raise ValueError(f"image_size must be at least 64 pixels, got {image_size}")
+    seed, counts, image_size = check_split_counts(seed, n_train, n_val, n_test, n_novel, image_size)
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     return {

@@ -32,6 +32,7 @@ __all__ = [
     "SUPERSAMPLE",
     "TEXTURE_TINTS",
     "check_count",
+    "check_split_counts",
     "cutout_mask",
     "object_size",
     "photo_aspect",
@@ -102,6 +103,26 @@ def check_count(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
         raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     return int(value)
+
+
+def check_split_counts(
+    seed: object,
+    n_train: object,
+    n_val: object,
+    n_test: object,
+    n_novel: object,
+    image_size: object,
+) -> tuple[int, dict[str, int], int]:
+    """The captioning generators' shared arguments, checked: ``(seed, {split: count}, size)``."""
+    seed = check_count("seed", seed)
+    counts = {
+        split: check_count(f"n_{split}", n)
+        for split, n in (("train", n_train), ("val", n_val), ("test", n_test), ("novel", n_novel))
+    }
+    size = check_count("image_size", image_size)
+    if size < 64:
+        raise ValueError(f"image_size must be at least 64 pixels, got {size}")
+    return seed, counts, size
 
 
 def write_json(path: pathlib.Path, payload: dict[str, Any]) -> None:
