@@ -1,8 +1,9 @@
 """The HTTP service: ``create_app(settings)`` wires settings, runtime, middleware and routes.
 
 Where things live: ``service/routes.py`` (the routes), ``service/runtime.py`` (models, warm-up,
-model workers, batchers, readiness), ``service/middleware.py`` (upload gate, API key, request
-metrics, error shaping), ``service/uploads.py`` (image header probe and decode budget).
+model workers, batchers, readiness), ``service/middleware.py`` (request ids and the access log,
+upload gate, API key, request metrics), ``service/errors.py`` (every error's HTTP answer),
+``service/uploads.py`` (image header probe and decode budget).
 """
 
 from __future__ import annotations
@@ -13,18 +14,24 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 import captioner
+from service.errors import install_error_handlers
 from service.metrics import Metrics
-from service.middleware import (
-    RequestMetrics,
-    UploadGate,
-    install_error_handlers,
-    key_matches,
-)
+from service.middleware import RequestContext, RequestMetrics, UploadGate, key_matches
 from service.routes import STATIC, add_routes
 from service.runtime import LoadedModels, Runtime
 from service.settings import Settings
 
-__all__ = ["RequestMetrics", "Runtime", "UploadGate", "create_app", "key_matches"]
+__all__ = ["RequestContext", "RequestMetrics", "Runtime", "UploadGate", "create_app", "key_matches"]
+
+ERRORS_DOC = """\
+**Errors.** Every 4xx and 5xx answer is a JSON `Problem`: `{"detail": "...", "errors": [...]}`.
+`detail` is one line saying what went wrong and what to do; `errors` is there only for a request
+that failed validation (422): one entry per problem (`loc`, `msg`, `type`, and the value sent,
+cut to 80 characters). Unknown routes (404) and methods (405) answer in the same shape.
+
+**Request ids.** Send `X-Request-ID` (up to 128 letters, digits and `._:@+=/-`) to have it
+echoed; otherwise the server makes one. Every answer carries it, and the access log names it.
+"""
 
 
 def create_app(settings: Settings | None = None, models: LoadedModels | None = None) -> FastAPI:
@@ -50,6 +57,7 @@ def create_app(settings: Settings | None = None, models: LoadedModels | None = N
         title="captioner",
         version=captioner.__version__,
         summary="Image captions and video activity labels from a CNN + LSTM",
+        description=ERRORS_DOC,
         lifespan=lifespan,
         docs_url=None,  # served from the package's own assets by service.routes
         redoc_url=None,
@@ -58,7 +66,8 @@ def create_app(settings: Settings | None = None, models: LoadedModels | None = N
     app.state.settings = settings
     app.add_middleware(UploadGate, runtime=runtime)
     app.add_middleware(RequestMetrics, metrics=metrics)
+    app.add_middleware(RequestContext)  # outermost: every answer gets its X-Request-ID
     install_error_handlers(app)
-    add_routes(app)
+    add_routes(app, settings)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

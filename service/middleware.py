@@ -1,38 +1,31 @@
-"""What runs around the routes: the ASGI upload gate, request metrics and error shaping.
+"""What runs around the routes: request ids and the access log, the upload gate, metrics.
 
 The gate is the one place the API key is checked: it answers 401 before a body is read. The
-routes only declare the key so that the OpenAPI schema shows it.
+routes only declare the key so that the OpenAPI schema shows it. Error bodies are shaped in
+``service.errors``.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
-import math
+import re
 import time
-from typing import TYPE_CHECKING, Any
+import uuid
+from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.datastructures import Headers
+from fastapi import HTTPException
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.batch_protocol import (
-    BatcherError,
-    ClientGone,
-    DeadlineExceeded,
-    QueueFull,
-    ShuttingDown,
-)
+from service.errors import busy, problem
 from service.metrics import Metrics
 
 if TYPE_CHECKING:
     from service.runtime import Runtime
 
 log = logging.getLogger("captioner.service")
+access_log = logging.getLogger("captioner.access")
 
 CAPTION_ROUTE = "/v1/caption"
 ACTIVITY_ROUTE = "/v1/activity"
@@ -44,7 +37,9 @@ ROUTES = frozenset(
 )
 OTHER_BODY_LIMIT = 64 * 1024
 AUTH_HELP = "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
-ECHO_LIMIT = 80  # characters of a client's value a 422 repeats back
+REQUEST_ID = "X-Request-ID"
+# A client's request id is kept when it is a short token of these characters; else a new one.
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:@+=/-]{1,128}")
 
 
 def key_matches(headers: Headers, key: str) -> bool:
@@ -56,8 +51,68 @@ def key_matches(headers: Headers, key: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), key.encode())
 
 
-def retry_after(seconds: float) -> dict[str, str]:
-    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+def request_id(headers: Headers) -> str:
+    """The client's ``X-Request-ID`` when it is a short printable token, else a new uuid4 hex."""
+    given = headers.get(REQUEST_ID.lower(), "")
+    return given if REQUEST_ID_PATTERN.fullmatch(given) else uuid.uuid4().hex
+
+
+class RequestContext:
+    """The outermost layer: a request id on every response, one access-log line per request.
+
+    The id (the client's ``X-Request-ID`` when valid, else a new one) is in
+    ``request.state.request_id`` and returned as ``X-Request-ID`` on every answer, errors and
+    the gate's refusals included. An exception no handler took gets a plain 500 here, so even
+    that answer carries the id (Starlette's own error layer sits outside every middleware).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = request_id(Headers(scope=scope))
+        scope.setdefault("state", {})["request_id"] = rid
+        status, started = 500, False
+        start = time.perf_counter()
+
+        async def sending(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status, started = message["status"], True
+                MutableHeaders(scope=message)[REQUEST_ID] = rid
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception:
+            log.exception("unhandled error on %s (request %s)", scope["path"], rid)
+            if started:
+                raise
+            await problem(sending, 500, "internal server error")
+        finally:
+            self._log(scope, status, time.perf_counter() - start, rid)
+
+    @staticmethod
+    def _log(scope: Scope, status: int, seconds: float, rid: str) -> None:
+        client = scope.get("client")
+        where = f"{client[0]}:{client[1]}" if client else "-"
+        query = scope.get("query_string", b"").decode("latin-1")
+        target = scope.get("raw_path", scope["path"].encode()).decode("latin-1", "replace")
+        target += f"?{query}" if query else ""
+        version = scope.get("http_version", "1.1")
+        access_log.info(
+            '%s - "%s %s HTTP/%s" %d %.1f ms request_id=%s',
+            where,
+            scope["method"],
+            target,
+            version,
+            status,
+            seconds * 1000,
+            rid,
+        )
 
 
 class UploadGate:
@@ -92,9 +147,8 @@ class UploadGate:
                 return
             if rt.inflight >= s.max_inflight:
                 rt.metrics.rejections.labels("inflight").inc()
-                wait = retry_after(rt.retry_after_s())
-                busy = f"the server is busy: retry in {wait['Retry-After']} s"
-                await problem(send, 429, busy, wait)
+                detail, wait = busy(rt.retry_after_s())
+                await problem(send, 429, detail, wait)
                 return
         limit = {CAPTION_ROUTE: s.max_image_bytes, ACTIVITY_ROUTE: s.max_video_bytes}.get(
             path, OTHER_BODY_LIMIT
@@ -130,16 +184,6 @@ def _too_large(limit: int) -> str:
     return f"request body is over the {limit / 2**20:.1f} MiB limit for this route; send less"
 
 
-async def problem(send: Send, status: int, detail: str, headers: dict | None = None) -> None:
-    """Answer straight from ASGI with the same JSON shape as every other error."""
-    response = JSONResponse({"detail": detail}, status_code=status, headers=headers)
-    await response({"type": "http"}, _no_receive, send)
-
-
-async def _no_receive() -> Message:
-    return {"type": "http.disconnect"}
-
-
 class RequestMetrics:
     """Counts requests by route and status and times them (pure ASGI: no body buffering)."""
 
@@ -166,53 +210,3 @@ class RequestMetrics:
         finally:
             self.metrics.requests.labels(route, str(status)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - start)
-
-
-# ---------------------------------------------------------------------------- error shaping
-
-
-def batcher_http_error(exc: BatcherError) -> HTTPException:
-    """The HTTP answer for a batcher's refusal."""
-    if isinstance(exc, QueueFull):
-        wait = retry_after(exc.retry_after_s)
-        return HTTPException(429, f"the server is busy: retry in {wait['Retry-After']} s", wait)
-    if isinstance(exc, DeadlineExceeded):
-        return HTTPException(504, "the request did not finish within its deadline; retry later")
-    if isinstance(exc, ShuttingDown):
-        return HTTPException(503, "the server is shutting down: retry", {"Retry-After": "5"})
-    if isinstance(exc, ClientGone):
-        return HTTPException(499, "client closed the request")
-    return HTTPException(500, f"the model failed on this batch ({type(exc).__name__})")
-
-
-def short(value: Any, limit: int = ECHO_LIMIT) -> Any:
-    """A client's value cut down for echoing: long text is cut, big structures summarised."""
-    if isinstance(value, bytes | bytearray):
-        value = value.decode("utf-8", "replace")
-    if isinstance(value, str):
-        return value if len(value) <= limit else f"{value[:limit]}... ({len(value)} characters)"
-    if isinstance(value, dict | list | tuple):
-        text = json.dumps(jsonable_encoder(value), default=str)
-        if len(text) > limit:
-            return f"{text[:limit]}... ({len(text)} characters of JSON)"
-    return value
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """422s that do not echo a whole upload back, and a plain 500 with no stack trace."""
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = []
-        for error in exc.errors():
-            error = dict(error)
-            if "input" in error:
-                error["input"] = short(error["input"])
-            error.pop("ctx", None)  # may repeat the input, or hold an exception object
-            errors.append(error)
-        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s", request.url.path)
-        return JSONResponse({"detail": "internal server error"}, status_code=500)

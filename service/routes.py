@@ -1,10 +1,13 @@
-"""The routes: parse the request, call the runtime, shape the JSON. Nothing else lives here."""
+"""The routes: parse the request, call the runtime, shape the JSON. Nothing else lives here.
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: the inference routes are built per app with
+bounds from its settings, and FastAPI must see those annotations as objects, not strings.
+"""
 
 import asyncio
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,17 +21,23 @@ from captioner import ActivityClassifier, Captioner, MediaError, UnsupportedForm
 from service.middleware import ACTIVITY_ROUTE, CAPTION_ROUTE
 from service.runtime import ActivityJob, CaptionJob, Runtime, Timed
 from service.schemas import ActivityResponse, CaptionResponse, ModelsResponse, Problem
+from service.settings import Settings
+from service.uploads import ImageProbe
 
 STATIC = Path(__file__).resolve().parent / "static"
+MAX_TOP_K = 100  # labels per video answer
+MAX_WINDOW_S = 600.0  # seconds: the longest timeline window or stride
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "description": text}
     for code, text in {
         401: "missing or wrong API key",
+        404: "this server does not serve that task (started without it)",
         413: "request body too large, too many files, or images too large to decode here",
         415: "not an allowed image or video type",
         422: "undecodable input or invalid options",
         429: "busy (queue, in-flight requests or decode memory): retry after Retry-After seconds",
-        503: "models not ready yet, or shutting down",
+        500: "the model failed on the batch this request rode in",
+        503: "models not ready yet, failed to load, or shutting down",
         504: "the request did not finish within its deadline (request_timeout_s)",
     }.items()
 }
@@ -67,6 +76,8 @@ async def swagger(request: Request) -> HTMLResponse:
         swagger_js_url="/static/swagger-ui-bundle.js",
         swagger_css_url="/static/swagger-ui.css",
         swagger_favicon_url="/static/favicon.png",
+        # No badge from validator.swagger.io: the page makes no request outside this server.
+        swagger_ui_parameters={"validatorUrl": None},
     )
 
 
@@ -120,9 +131,35 @@ def _summary(model: Captioner | ActivityClassifier, task: str) -> dict[str, Any]
         out["vocabulary_size"] = len(model.vocab)
     else:
         out["classes"] = list(model.classes)
-    if isinstance(model.manifest.get("metrics"), dict):
-        out["metrics"] = model.manifest["metrics"]
+    metrics = model.manifest.get("metrics")
+    if isinstance(metrics, dict):
+        out["metrics"] = public_figures(metrics)
     return out
+
+
+_HIDDEN_KEYS = frozenset({"command", "cmd", "argv"})
+_FILE_SUFFIX = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,9}$")
+
+
+def looks_like_path(value: str) -> bool:
+    """``data/objects/novel.json``, ``C:\\runs``, ``~/x``, ``novel.json``: a file or folder."""
+    return (
+        "/" in value or "\\" in value or value.startswith("~") or bool(_FILE_SUFFIX.search(value))
+    )
+
+
+def public_figures(value: Any) -> Any:
+    """Evaluation figures without what a client must not see: path-like strings (data sets,
+    plots, bundle folders) and commands, at any depth. Keys are kept (class-pair names)."""
+    if isinstance(value, dict):
+        return {
+            k: public_figures(v)
+            for k, v in value.items()
+            if k not in _HIDDEN_KEYS and not (isinstance(v, str) and looks_like_path(v))
+        }
+    if isinstance(value, list | tuple):
+        return [public_figures(v) for v in value if not (isinstance(v, str) and looks_like_path(v))]
+    return value
 
 
 def _model_info(model: Captioner | ActivityClassifier, task: str) -> dict[str, Any]:
@@ -143,35 +180,64 @@ def _media_status(errors: list[MediaError]) -> int:
     return 415 if all(isinstance(e, UnsupportedFormat) for e in errors) else 422
 
 
-async def caption(
-    request: Request,
-    rt: RuntimeDep,
-    file: Annotated[list[UploadFile], File(description="image files (JPEG, PNG, ...)")],
-    beam_size: Annotated[int | None, Query(ge=1, le=50)] = None,
-    n_best: Annotated[int, Query(ge=1, le=50)] = 1,
-    attention: Annotated[
-        bool, Query(description="also return one attention grid per word (large)")
-    ] = False,
-) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    model: Captioner = rt.model("caption")
-    s = rt.settings
-    if len(file) > s.max_files:
-        raise HTTPException(413, f"{len(file)} files sent; at most {s.max_files} per request")
+def _check_count(files: list[UploadFile], s: Settings) -> None:
+    if len(files) > s.max_files:
+        raise HTTPException(413, f"{len(files)} files sent; at most {s.max_files} per request")
+
+
+def _all_failed(names: list[str], errors: list[MediaError]) -> HTTPException:
+    """Every file of the request was refused: the request fails, each file's reason named."""
+    detail = "; ".join(f"{n}: {e}" for n, e in zip(names, errors, strict=True))
+    return HTTPException(_media_status(errors), detail)
+
+
+def _names(files: list[UploadFile], stem: str) -> list[str]:
+    return [f.filename or f"{stem}{i}" for i, f in enumerate(files)]
+
+
+# ---------------------------------------------------------------------------- captions
+
+
+def _check_search(model: Captioner, s: Settings, beam_size: int | None, n_best: int) -> None:
+    """The search options against this server's limits (the query bounds check the rest)."""
     beam = beam_size or model.default_search.beam_size
     if beam > s.max_beam_size:
         raise HTTPException(422, f"beam_size {beam} is above this server's {s.max_beam_size}")
     if n_best > beam:
         raise HTTPException(422, f"n_best ({n_best}) cannot exceed beam_size ({beam})")
-    datas = [await f.read() for f in file]
-    names = [f.filename or f"file{i}" for i, f in enumerate(file)]
+
+
+def _caption_item(result: Any, probe: ImageProbe | None) -> dict[str, Any]:
+    """One image's answer, from its CaptionResult and its header probe."""
+    item = result.to_dict()
+    item.pop("finished", None)
+    if probe is not None:  # the size as the picture is shown, after EXIF rotation
+        item.update(width=probe.width, height=probe.height)
+    return item
+
+
+async def run_caption(
+    request: Request,
+    rt: Runtime,
+    files: list[UploadFile],
+    beam_size: int | None,
+    n_best: int,
+    attention: bool,
+) -> dict[str, Any]:
+    """Caption every uploaded image: one result per file, a per-file error for a bad one."""
+    t0 = time.perf_counter()
+    model: Captioner = rt.model("caption")
+    s = rt.settings
+    _check_count(files, s)
+    _check_search(model, s, beam_size, n_best)
+    datas = [await f.read() for f in files]
+    names = _names(files, "file")
     started = time.perf_counter()
     decoded = await rt.decode_images(model, datas, request)
     decode_ms = (time.perf_counter() - started) * 1000
     errors = [d for d in decoded if isinstance(d, MediaError)]
     if len(errors) == len(decoded):
-        detail = "; ".join(f"{n}: {e}" for n, e in zip(names, errors, strict=True))
-        raise HTTPException(_media_status(errors), detail)
+        raise _all_failed(names, errors)
     ok = [i for i, d in enumerate(decoded) if not isinstance(d, MediaError)]
     submitted = time.perf_counter()
     jobs = [CaptionJob(decoded[i][0], beam_size, n_best, attention) for i in ok]
@@ -182,12 +248,7 @@ async def caption(
         if i not in by_index:
             results.append({"filename": name, "error": str(decoded[i])})
             continue
-        item = by_index[i].value.to_dict()
-        item.pop("finished", None)
-        probe = decoded[i][1]
-        if probe is not None:  # the size as the picture is shown, after EXIF rotation
-            item.update(width=probe.width, height=probe.height)
-        results.append({**item, "filename": name})
+        results.append({**_caption_item(by_index[i].value, decoded[i][1]), "filename": name})
     return {
         "model": _model_info(model, "caption"),
         "results": results,
@@ -195,55 +256,156 @@ async def caption(
     }
 
 
-async def activity(
+def caption_route(s: Settings) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """The caption route, its bounds taken from this server's settings (the schema shows them)."""
+
+    async def caption(
+        request: Request,
+        rt: RuntimeDep,
+        file: Annotated[
+            list[UploadFile],
+            File(
+                description=f"image files (JPEG, PNG, ...); repeat the field for several, "
+                f"at most {s.max_files} (more: 413)",
+                json_schema_extra={"maxItems": s.max_files},
+            ),
+        ],
+        beam_size: Annotated[
+            int | None,
+            Query(ge=1, le=s.max_beam_size, description="default: the model's own beam size"),
+        ] = None,
+        n_best: Annotated[
+            int, Query(ge=1, le=s.max_beam_size, description="alternatives; at most beam_size")
+        ] = 1,
+        attention: Annotated[
+            bool, Query(description="also return one attention grid per word (large)")
+        ] = False,
+    ) -> dict[str, Any]:
+        return await run_caption(request, rt, file, beam_size, n_best, attention)
+
+    return caption
+
+
+# ---------------------------------------------------------------------------- activity
+
+
+def _timeline_options(
+    model: ActivityClassifier, window: float | None, stride: float | None
+) -> tuple[float, float]:
+    """The timeline's window and stride, the model's defaults filled in, checked."""
+    window, stride = model.timeline_window(window, stride)
+    if stride > window:
+        raise HTTPException(422, f"stride ({stride}) must not exceed window ({window})")
+    return window, stride
+
+
+def _activity_item(result: Any) -> dict[str, Any]:
+    """One video's answer, from its ActivityResult."""
+    return result.to_dict()
+
+
+async def run_activity(
     request: Request,
-    rt: RuntimeDep,
-    file: Annotated[UploadFile, File(description="a video (MP4/MOV, AVI, MKV/WebM)")],
-    top_k: Annotated[int, Query(ge=1, le=100)] = 5,
-    timeline: bool = False,
-    window: Annotated[
-        float | None,
-        Query(gt=0.0, le=600.0, description="seconds; default: the model's training clip length"),
-    ] = None,
-    stride: Annotated[
-        float | None, Query(gt=0.0, le=600.0, description="seconds; default: half the window")
-    ] = None,
+    rt: Runtime,
+    files: list[UploadFile],
+    top_k: int,
+    timeline: bool,
+    window: float | None,
+    stride: float | None,
 ) -> dict[str, Any]:
+    """Label every uploaded video: one result per file, a per-file error for a bad one.
+
+    The videos share the request's body limit and deadline; they decode in the shared CPU
+    pool (at most ``decode_workers`` at once) and ride in the model's batches like any other.
+    """
     t0 = time.perf_counter()
     model: ActivityClassifier = rt.model("activity")
+    s = rt.settings
+    _check_count(files, s)
     if timeline:
-        window, stride = model.timeline_window(window, stride)
-        if stride > window:
-            raise HTTPException(422, f"stride ({stride}) must not exceed window ({window})")
-    data = await file.read()
+        window, stride = _timeline_options(model, window, stride)
+    datas = [await f.read() for f in files]
+    names = _names(files, "video")
 
-    def decode(should_stop: Callable[[], bool]) -> ActivityJob:
-        clip = model.prepare(
-            data,
-            timeline,
-            window,
-            stride,
-            max_windows=rt.settings.max_timeline_windows,
-            should_stop=should_stop,
-        )
-        return ActivityJob(clip, top_k)
+    def decoder(data: bytes) -> Callable[[Callable[[], bool]], ActivityJob]:
+        def decode(should_stop: Callable[[], bool]) -> ActivityJob:
+            clip = model.prepare(
+                data,
+                timeline,
+                window,
+                stride,
+                max_windows=s.max_timeline_windows,
+                should_stop=should_stop,
+            )
+            return ActivityJob(clip, top_k)
 
-    try:
-        job, decode_ms = await rt.decode_video(decode, request)
-    except MediaError as exc:
-        raise HTTPException(_media_status([exc]), str(exc)) from None
+        return decode
+
+    started = time.perf_counter()
+    outcomes = await asyncio.gather(
+        *(rt.decode_video(decoder(data), request) for data in datas), return_exceptions=True
+    )
+    decode_ms = (time.perf_counter() - started) * 1000
+    for outcome in outcomes:  # a deadline or a gone client fails the whole request
+        if isinstance(outcome, BaseException) and not isinstance(outcome, MediaError):
+            raise outcome
+    errors = [o for o in outcomes if isinstance(o, MediaError)]
+    if len(errors) == len(outcomes):
+        raise _all_failed(names, errors)
+    ok = [i for i, o in enumerate(outcomes) if not isinstance(o, MediaError)]
     submitted = time.perf_counter()
-    timed = await rt.submit("activity", job, request)
+    timed = await asyncio.gather(*(rt.submit("activity", outcomes[i][0], request) for i in ok))
+    by_index = dict(zip(ok, timed, strict=True))
+    results = []
+    for i, name in enumerate(names):
+        if i not in by_index:
+            results.append({"filename": name, "error": str(outcomes[i])})
+            continue
+        results.append({"filename": name, **_activity_item(by_index[i].value)})
     return {
         "model": _model_info(model, "activity"),
-        "filename": file.filename or "video",
-        **timed.value.to_dict(),
-        "timings": _timings(decode_ms, submitted, timed, t0),
+        "results": results,
+        "timings": _timings(decode_ms, submitted, timed[0], t0),
     }
 
 
-def add_routes(app: FastAPI) -> None:
-    """Register every route on ``app`` (directly, so ``app.routes`` lists each path)."""
+def activity_route(s: Settings) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """The activity route, its bounds taken from this server's settings."""
+
+    async def activity(
+        request: Request,
+        rt: RuntimeDep,
+        file: Annotated[
+            list[UploadFile],
+            File(
+                description=f"videos (MP4/MOV, AVI, MKV/WebM); repeat the field for several, "
+                f"at most {s.max_files} (more: 413)",
+                json_schema_extra={"maxItems": s.max_files},
+            ),
+        ],
+        top_k: Annotated[int, Query(ge=1, le=MAX_TOP_K)] = 5,
+        timeline: bool = False,
+        window: Annotated[
+            float | None,
+            Query(
+                gt=0.0,
+                le=MAX_WINDOW_S,
+                description="seconds; default: the model's training clip length",
+            ),
+        ] = None,
+        stride: Annotated[
+            float | None,
+            Query(gt=0.0, le=MAX_WINDOW_S, description="seconds; default: half the window"),
+        ] = None,
+    ) -> dict[str, Any]:
+        return await run_activity(request, rt, file, top_k, timeline, window, stride)
+
+    return activity
+
+
+def add_routes(app: FastAPI, settings: Settings) -> None:
+    """Register every route on ``app`` (directly, so ``app.routes`` lists each path); the
+    inference routes' limits come from ``settings``, so the schema states the real ones."""
     app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
     app.add_api_route("/docs", swagger, methods=["GET"], include_in_schema=False)
     app.add_api_route("/redoc", redoc, methods=["GET"], include_in_schema=False)
@@ -272,7 +434,7 @@ def add_routes(app: FastAPI) -> None:
     )
     app.add_api_route(
         CAPTION_ROUTE,
-        caption,
+        caption_route(settings),
         methods=["POST"],
         response_model=CaptionResponse,
         summary="caption one or more images",
@@ -280,9 +442,9 @@ def add_routes(app: FastAPI) -> None:
     )
     app.add_api_route(
         ACTIVITY_ROUTE,
-        activity,
+        activity_route(settings),
         methods=["POST"],
         response_model=ActivityResponse,
-        summary="label the activity in a video",
+        summary="label the activity in one or more videos",
         **_INFERENCE_ROUTE,
     )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from fastapi import HTTPException, Request
+from starlette.requests import Request
 
 import captioner
 from captioner import ActivityClassifier, Captioner, MediaError
@@ -27,7 +27,6 @@ from captioner.video import DecodeCancelled, restrict_ffmpeg_protocols
 from service.batch_protocol import BatcherError, ClientGone, DeadlineExceeded
 from service.batching import DynamicBatcher
 from service.metrics import Metrics
-from service.middleware import batcher_http_error, retry_after
 from service.settings import MiB, Settings
 from service.uploads import BudgetFull, Charge, DecodeBudget, ImageProbe, probe_image, timed_decode
 
@@ -38,6 +37,30 @@ TASKS = ("caption", "activity")
 
 class ModelLoadError(RuntimeError):
     """A model the settings ask for could not be loaded (the message is one line)."""
+
+
+class RuntimeProblem(Exception):
+    """Why the runtime cannot answer a request (service/errors.py gives each kind its status)."""
+
+
+class NotReady(RuntimeProblem):
+    """The models are still loading, or failed to load."""
+
+
+class TaskUnavailable(RuntimeProblem):
+    """This task's model failed to load; the server serves the others (allow_partial)."""
+
+
+class TaskNotServed(RuntimeProblem):
+    """This server was started without this task."""
+
+
+class TooMuchToDecode(RuntimeProblem):
+    """The uploads could never fit the decode budget, however long the client waits."""
+
+
+class BatchFailed(RuntimeProblem):
+    """The model raised on the batch this request rode in (only that batch's requests see it)."""
 
 
 @dataclass
@@ -268,16 +291,16 @@ class Runtime:
         return "models are loading: retry shortly (GET /readyz turns 200 when ready)"
 
     def model(self, task: str) -> Any:
-        """The ready model for ``task``, or the HTTP error that says why there is none."""
+        """The ready model for ``task``; raises NotReady, TaskUnavailable or TaskNotServed."""
         model = self.models.get(task)
         if self.ready and model is not None and task in self.batchers:
             return model
         if not self.ready:
-            raise HTTPException(503, self.not_ready_reason(), {"Retry-After": "5"})
+            raise NotReady(self.not_ready_reason())
         if task in self.models.failures:
             why = self.models.failures[task]
-            raise HTTPException(503, f"the {task} model failed to load: {why}")
-        raise HTTPException(404, f"this server does not serve {task}; enable it in settings")
+            raise TaskUnavailable(f"the {task} model failed to load: {why}")
+        raise TaskNotServed(f"this server does not serve {task}; enable it in settings")
 
     def retry_after_s(self) -> float:
         """When a busy server likely has room: the longest of the batchers' estimates."""
@@ -296,9 +319,10 @@ class Runtime:
     ) -> list[tuple[torch.Tensor, ImageProbe | None] | MediaError]:
         """Decode uploads within the pixel cap and the decode budget, checking between files.
 
-        Per file: (tensor, its header probe) or the MediaError that refused it. Raises 413
-        when the files could never fit the budget, 429 when they do not fit now, and 504/499
-        when the deadline passes or the client leaves between files.
+        Per file: (tensor, its header probe) or the MediaError that refused it. Raises
+        TooMuchToDecode when the files could never fit the budget, BudgetFull when they do not
+        fit now, and DeadlineExceeded / ClientGone when the deadline passes or the client
+        leaves between files.
         """
         size = model.preprocess.size
         probes, _ = await self.decode(lambda: [probe_image(d, size) for d in datas])
@@ -314,16 +338,15 @@ class Runtime:
         costs = {i: probes[i].cost if probes[i] is not None else 0 for i in todo}
         total = sum(costs.values())
         if total > self.budget.capacity:
-            raise HTTPException(
-                413,
+            raise TooMuchToDecode(
                 f"these images need about {total / MiB:.0f} MiB to decode, over this server's "
                 f"{self.budget.capacity / MiB:.0f} MiB budget; send fewer or smaller images",
             )
         try:
             self.budget.acquire(total)
-        except BudgetFull as exc:
+        except BudgetFull:
             self.metrics.rejections.labels("decode_budget").inc()
-            raise HTTPException(429, str(exc), retry_after(exc.retry_after_s)) from None
+            raise
         charges = {i: Charge(self.budget, costs[i]) for i in todo}
         gate = asyncio.Semaphore(self.settings.decode_workers)
 
@@ -351,10 +374,10 @@ class Runtime:
         """Between files: stop decoding for a request past its deadline or whose client left."""
         if self.time_left(request) <= 0:
             self.metrics.rejections.labels("deadline").inc()
-            raise batcher_http_error(DeadlineExceeded())
+            raise DeadlineExceeded("the deadline passed between files")
         if await request.is_disconnected():
             self.metrics.rejections.labels("client_gone").inc()
-            raise batcher_http_error(ClientGone())
+            raise ClientGone("the client left between files")
 
     async def decode_video(
         self, fn: Callable[[Callable[[], bool]], Any], request: Request
@@ -380,9 +403,9 @@ class Runtime:
         except DecodeCancelled:
             if gone.is_set():
                 self.metrics.rejections.labels("client_gone").inc()
-                raise batcher_http_error(ClientGone()) from None
+                raise ClientGone("the client left while its video decoded") from None
             self.metrics.rejections.labels("deadline").inc()
-            raise batcher_http_error(DeadlineExceeded()) from None
+            raise DeadlineExceeded("the deadline passed while the video decoded") from None
         finally:
             watcher.cancel()
 
@@ -395,15 +418,13 @@ class Runtime:
         left = self.time_left(request)
         if left <= 0:
             self.metrics.rejections.labels("deadline").inc()
-            raise batcher_http_error(DeadlineExceeded())
+            raise DeadlineExceeded("the deadline passed before the model was reached")
         try:
             return await self.batchers[name].submit(
                 job, timeout_s=left, is_disconnected=request.is_disconnected
             )
-        except BatcherError as exc:
-            raise batcher_http_error(exc) from None
+        except BatcherError:
+            raise
         except Exception as exc:  # the model failed: only this batch's requests see it
             log.exception("%s batch failed", name)
-            raise HTTPException(
-                500, f"the model failed on this batch ({type(exc).__name__})"
-            ) from None
+            raise BatchFailed(f"the model failed on this batch ({type(exc).__name__})") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ModelInfo(BaseModel):
@@ -100,13 +100,18 @@ class TimelineEntry(BaseModel):
     score: float
 
 
+class ActivityItem(BaseModel):
+    filename: str
+    label: str | None = None
+    score: float | None = None
+    top_k: list[LabelScore] | None = None
+    timeline: list[TimelineEntry] | None = Field(None, description="when asked (timeline=true)")
+    error: str | None = Field(None, description="why this file got no label")
+
+
 class ActivityResponse(BaseModel):
     model: ModelInfo
-    filename: str
-    label: str
-    score: float
-    top_k: list[LabelScore]
-    timeline: list[TimelineEntry] | None = None
+    results: list[ActivityItem] = Field(description="one per uploaded file, in upload order")
     timings: Timings
 
 
@@ -122,5 +127,21 @@ class ModelsResponse(BaseModel):
     models: dict[str, ModelSummary]
 
 
+class FieldProblem(BaseModel):
+    """One reason a request failed validation."""
+
+    model_config = ConfigDict(extra="allow")
+
+    loc: list[str | int] = Field(description="where: e.g. ['query', 'beam_size']")
+    msg: str
+    type: str
+    input: Any = Field(None, description="the value sent, cut to 80 characters")
+
+
 class Problem(BaseModel):
-    detail: Any
+    """Every error answer (4xx and 5xx) has this shape."""
+
+    detail: str = Field(description="one line: what went wrong and what to do")
+    errors: list[FieldProblem] | None = Field(
+        None, description="only for a request that failed validation (422): each problem"
+    )
