@@ -15,9 +15,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import uvicorn
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.app import create_app
+from service.runtime import LoadedModels
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,6 +65,20 @@ def live_server(settings: Settings) -> Iterator[tuple[str, uvicorn.Server]]:
     finally:
         server.should_exit = True
         thread.join(timeout=60)
+
+
+@contextlib.contextmanager
+def client_for(tiny_captioner, failures: dict | None = None, **kw) -> Iterator[TestClient]:
+    """The app in-process with a preloaded caption model (no activity), once it is ready."""
+    settings = Settings(**{"device": "cpu", "enable_activity": False, "max_wait_ms": 1.0, **kw})
+    models = LoadedModels(captioner=tiny_captioner, failures=failures or {})
+    app = create_app(settings, models=models)
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 30
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, client.get("/readyz").text
+            time.sleep(0.01)
+        yield client
 
 
 def jpeg_bytes(seed: int = 0, size: int = 96) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.slow
 
 SCENE = EXAMPLES / "scene-0.jpg"
 HAS_ACTIVITY = (captioner.default_bundle_dir("activity") / "manifest.json").is_file()
+STOP_BOUND_S = 20  # a hang guard, not a speed requirement (it takes well under a second)
 
 
 def _env() -> dict[str, str]:
@@ -76,8 +78,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 def test_serve_captions_like_the_library_and_serves_the_page(served: Served) -> None:
     _, base, _ = served
     files = {"file": (SCENE.name, SCENE.read_bytes(), "image/jpeg")}
-    r = httpx.post(f"{base}/v1/caption", files=files, timeout=60)
+    r = httpx.post(f"{base}/v1/caption", files=files, timeout=60, headers={"X-Request-ID": "t-1"})
     assert r.status_code == 200, r.text
+    assert r.headers["X-Request-ID"] == "t-1"
     expected = captioner.load(device="cpu").caption(SCENE.read_bytes())
     assert r.json()["results"][0]["caption"] == expected.caption
     page = httpx.get(f"{base}/", timeout=30)
@@ -89,16 +92,44 @@ def test_serve_captions_like_the_library_and_serves_the_page(served: Served) -> 
 
 def test_sigterm_exits_cleanly(served: Served) -> None:
     proc, base, log = served
-    proc.send_signal(signal.SIGTERM)
-    try:
-        code = proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"serve still running 30 s after SIGTERM:\n{log.read_text()}")
+    # An idle keep-alive connection must not hold the shutdown up.
+    with httpx.Client(base_url=base, timeout=5) as client:
+        assert client.get("/healthz").status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=STOP_BOUND_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"serve still running {STOP_BOUND_S} s after SIGTERM:\n{log.read_text()}")
     output = log.read_text()
     assert code == 0, f"exit code {code}:\n{output}"
+    assert "stopped (SIGTERM); exit status 0" in output, output
     assert "Traceback" not in output, output
+    # One access line per request, with its id (uvicorn's own access log is off).
+    access = [line for line in output.splitlines() if "captioner.access" in line]
+    assert any('"POST /v1/caption HTTP/1.1" 200' in x and "request_id=t-1" in x for x in access)
+    assert not any(' - "GET /healthz HTTP/1.1" 200 OK' in x for x in output.splitlines())
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{base}/healthz", timeout=5)
+
+
+def test_a_taken_port_exits_3_before_loading_anything(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        log = tmp_path / "taken.log"
+        proc = _serve("--port", str(port), "--device", "cpu", log=log)
+        try:
+            code = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    output = log.read_text()
+    assert code == 3, f"exit code {code}:\n{output}"
+    assert output.strip() == (
+        f"captioner serve: port {port} is already in use on 127.0.0.1: stop the other server "
+        "or choose another port with --port"
+    )
 
 
 def test_bad_setting_exits_2_naming_it_without_serving(tmp_path: Path) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +22,7 @@ from captioner import cli
 from service import runtime, serve
 from service.runtime import LoadedModels, load_models
 from service.settings import Settings
-from tests.service_helpers import ROOT
+from tests.service_helpers import ROOT, free_port
 
 
 def _imports(tree: ast.AST) -> list[str]:
@@ -166,3 +168,42 @@ def test_thread_counts_default_from_the_cores_and_are_applied_at_start_up(monkey
     finally:
         torch.set_num_threads(before[0])
         cv2.setNumThreads(before[1])
+
+
+def test_a_taken_port_stops_before_the_models_load(capsys, monkeypatch) -> None:
+    def never(settings):  # noqa: ANN001, ANN202
+        raise AssertionError("the models loaded although the port is taken")
+
+    monkeypatch.setattr(runtime, "load_models", never)
+    monkeypatch.setattr(runtime, "configure_process", never)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = serve.main(["--port", str(port), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == serve.EXIT_ADDRESS == 3 and len(err.splitlines()) == 1, err
+    assert f"port {port} is already in use" in err and "--port" in err
+
+
+def test_an_address_not_on_this_machine_is_named(capsys) -> None:
+    with pytest.raises(serve.AddressError, match="not an address of this machine"):
+        serve.bind("192.0.2.1", free_port())  # TEST-NET-1: never a local address
+    with pytest.raises(serve.AddressError, match="cannot resolve --host"):
+        serve.bind("no-such-host.invalid", free_port())
+    sock = serve.bind("127.0.0.1", 0)  # a free address: bound, not yet listening
+    try:
+        assert sock.getsockname()[0] == "127.0.0.1"
+    finally:
+        sock.close()
+
+
+def test_every_exit_status_is_in_the_help_and_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Serve it over HTTP") :]
+    section = section[: section.index("\n## ", 3)]
+    helptext = " ".join(serve.build_parser().format_help().split())
+    assert sorted(serve.EXIT_STATUSES) == [0, 1, 2, 3]
+    for code in serve.EXIT_STATUSES:
+        assert re.search(rf"^\| `{code}` \|", section, re.M), f"README: no row for status {code}"
+        assert f"{code} " in helptext

@@ -51,7 +51,11 @@ def test_health_ready_models_docs_and_page(server: str) -> None:
     assert httpx.get(f"{server}/healthz").json() == {"status": "alive"}
     ready = httpx.get(f"{server}/readyz")
     assert ready.status_code == 200 and set(ready.json()["models"]) == {"caption", "activity"}
-    models = httpx.get(f"{server}/v1/models").json()["models"]
+    shown = httpx.get(f"{server}/v1/models")
+    models = shown.json()["models"]
+    for path in ("data/objects/novel.json", "data/", "runs/", ".json", "captioner train"):
+        assert path not in shown.text, path  # the shipped figures name these in the manifest
+    assert models["caption"]["metrics"]["novel_objects"]["BLEU-4"] > 0
     assert models["caption"]["task"] == "caption" and models["caption"]["vocabulary_size"] > 10
     assert models["activity"]["classes"][0] == "moving_left"
     assert "vocabulary" not in models["caption"]
@@ -129,16 +133,63 @@ def test_activity_matches_the_library(server: str, reference) -> None:
     r = httpx.post(f"{server}/v1/activity", files=files, params=params, timeout=120)
     assert r.status_code == 200, r.text
     body = r.json()
+    (item,) = body["results"]
     expected = reference["activity"].classify(CLIP, top_k=3, timeline=True, window=0.5, stride=0.25)
-    assert body["label"] == expected.label == "moving_left"
-    assert [x["label"] for x in body["top_k"]] == [x["label"] for x in expected.top_k]
-    assert body["score"] == pytest.approx(expected.score, abs=1e-3)
-    assert [(w["start"], w["end"]) for w in body["timeline"]] == [
+    assert item["filename"] == CLIP.name
+    assert item["label"] == expected.label == "moving_left"
+    assert [x["label"] for x in item["top_k"]] == [x["label"] for x in expected.top_k]
+    assert item["score"] == pytest.approx(expected.score, abs=1e-3)
+    assert [(w["start"], w["end"]) for w in item["timeline"]] == [
         (w["start"], w["end"]) for w in expected.timeline
     ]
-    assert [w["label"] for w in body["timeline"]] == [w["label"] for w in expected.timeline]
+    assert [w["label"] for w in item["timeline"]] == [w["label"] for w in expected.timeline]
+    assert body["model"]["task"] == "activity" and body["timings"]["batch_size"] >= 1
     no_timeline = httpx.post(f"{server}/v1/activity", files=files, timeout=120).json()
-    assert "timeline" not in no_timeline and no_timeline["label"] == "moving_left"
+    (plain,) = no_timeline["results"]
+    assert "timeline" not in plain and plain["label"] == "moving_left"
+
+
+def test_several_videos_get_one_result_each(server: str, reference) -> None:
+    other = EXAMPLES / "clip-growing.webm"
+    files = [
+        ("file", (CLIP.name, CLIP.read_bytes(), "video/webm")),
+        ("file", ("notes.mp4", b"these are notes, not a video\n" * 8, "video/mp4")),
+        ("file", (other.name, other.read_bytes(), "video/webm")),
+    ]
+    r = httpx.post(f"{server}/v1/activity", files=files, params={"top_k": 2}, timeout=120)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["filename"] for x in results] == [CLIP.name, "notes.mp4", other.name]
+    assert results[0]["label"] == reference["activity"].classify(CLIP).label
+    assert results[2]["label"] == reference["activity"].classify(other).label
+    assert results[1]["error"] and "label" not in results[1]
+    both_bad = [("file", ("a.mp4", b"x" * 64)), ("file", ("b.mp4", b"y" * 64))]
+    r = httpx.post(f"{server}/v1/activity", files=both_bad, timeout=60)
+    assert r.status_code in (415, 422) and "a.mp4" in r.json()["detail"] and "b.mp4" in r.text
+
+
+def test_activity_schema_limits_are_the_servers(server: str) -> None:
+    schema = httpx.get(f"{server}/openapi.json").json()
+    params = {p["name"]: p["schema"] for p in schema["paths"]["/v1/activity"]["post"]["parameters"]}
+
+    def maximum(name: str) -> float:
+        types = params[name].get("anyOf", [params[name]])
+        return next(t["maximum"] for t in types if "maximum" in t)
+
+    files = {"file": (CLIP.name, CLIP.read_bytes(), "video/webm")}
+
+    def status(**query) -> int:
+        return httpx.post(
+            f"{server}/v1/activity", files=files, params=query, timeout=120
+        ).status_code
+
+    top = maximum("top_k")
+    assert status(top_k=top) == 200 and status(top_k=top + 1) == 422
+    longest = maximum("window")
+    assert maximum("stride") == longest
+    assert status(timeline="true", window=longest, stride=longest) == 200
+    assert status(timeline="true", window=longest + 1) == 422
+    assert status(timeline="true", window=1, stride=longest + 1) == 422
 
 
 # ---------------------------------------------------------------------------- hostile input

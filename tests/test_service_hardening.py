@@ -10,7 +10,6 @@ import io
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from types import SimpleNamespace
 
 import numpy as np
@@ -18,28 +17,13 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.app import create_app
 from service.batch_protocol import ClientGone, DeadlineExceeded
 from service.errors import status_of
-from service.runtime import LoadedModels
-from service.settings import MiB, Settings
+from service.settings import MiB
 from service.uploads import bytes_per_pixel, probe_image, trim_memory
-from tests.service_helpers import jpeg_bytes
+from tests.service_helpers import client_for, jpeg_bytes
 
 KEY = "s3cret-key-for-tests"
-
-
-@contextmanager
-def client_for(tiny_captioner, failures: dict | None = None, **kw) -> Iterator[TestClient]:
-    settings = Settings(**{"device": "cpu", "enable_activity": False, "max_wait_ms": 1.0, **kw})
-    models = LoadedModels(captioner=tiny_captioner, failures=failures or {})
-    app = create_app(settings, models=models)
-    with TestClient(app) as client:
-        deadline = time.monotonic() + 30
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, client.get("/readyz").text
-            time.sleep(0.01)
-        yield client
 
 
 @pytest.fixture(scope="module")
