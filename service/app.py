@@ -17,7 +17,8 @@ import captioner
 from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.middleware import RequestContext, RequestMetrics, UploadGate, key_matches
-from service.routes import STATIC, add_routes
+from service.pages import STATIC
+from service.routes import add_routes
 from service.runtime import LoadedModels, Runtime
 from service.settings import Settings
 

@@ -8,23 +8,21 @@ import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from captioner import ActivityClassifier, Captioner, MediaError, UnsupportedFormat
 from service.middleware import ACTIVITY_ROUTE, CAPTION_ROUTE
+from service.pages import add_pages
 from service.runtime import ActivityJob, CaptionJob, Runtime, Timed
 from service.schemas import ActivityResponse, CaptionResponse, ModelsResponse, Problem
 from service.settings import Settings
 from service.uploads import ImageProbe
 
-STATIC = Path(__file__).resolve().parent / "static"
 MAX_TOP_K = 100  # labels per video answer
 MAX_WINDOW_S = 600.0  # seconds: the longest timeline window or stride
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -59,36 +57,6 @@ _INFERENCE_ROUTE: dict[str, Any] = {
     "response_model_exclude_none": True,
     "dependencies": _KEY_SCHEMES,
 }
-
-
-async def page() -> Response:
-    index = STATIC / "index.html"
-    if index.is_file():
-        return FileResponse(index, media_type="text/html")
-    return HTMLResponse("<h1>captioner</h1><p>See <a href='/docs'>/docs</a>.</p>")
-
-
-async def swagger(request: Request) -> HTMLResponse:
-    """Swagger UI from the package's own copy: the page works with no internet access."""
-    return get_swagger_ui_html(
-        openapi_url=request.app.openapi_url,
-        title=f"{request.app.title} - API",
-        swagger_js_url="/static/swagger-ui-bundle.js",
-        swagger_css_url="/static/swagger-ui.css",
-        swagger_favicon_url="/static/favicon.png",
-        # No badge from validator.swagger.io: the page makes no request outside this server.
-        swagger_ui_parameters={"validatorUrl": None},
-    )
-
-
-async def redoc(request: Request) -> HTMLResponse:
-    return get_redoc_html(
-        openapi_url=request.app.openapi_url,
-        title=f"{request.app.title} - API reference",
-        redoc_js_url="/static/redoc.standalone.js",
-        redoc_favicon_url="/static/favicon.png",
-        with_google_fonts=False,
-    )
 
 
 async def healthz() -> dict[str, str]:
@@ -406,9 +374,7 @@ def activity_route(s: Settings) -> Callable[..., Awaitable[dict[str, Any]]]:
 def add_routes(app: FastAPI, settings: Settings) -> None:
     """Register every route on ``app`` (directly, so ``app.routes`` lists each path); the
     inference routes' limits come from ``settings``, so the schema states the real ones."""
-    app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/docs", swagger, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/redoc", redoc, methods=["GET"], include_in_schema=False)
+    add_pages(app)
     app.add_api_route("/healthz", healthz, methods=["GET"], summary="alive")
     app.add_api_route(
         "/readyz",

@@ -38,12 +38,25 @@ def require_browser() -> None:
     pytest.skip(reason)
 
 
-def launch(width: int = 1100, height: int = 1400):
-    """A headless Chromium WebDriver using the system chromedriver (caller must ``quit()``)."""
+# Every host name resolves to nothing except the loopback ones: a page cannot reach outside.
+OFFLINE_RULES = "MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"
+LOCAL_SCHEMES = ("data:", "blob:", "about:")
+
+
+def launch(width: int = 1100, height: int = 1400, offline: bool = False):
+    """A headless Chromium WebDriver using the system chromedriver (caller must ``quit()``).
+
+    ``offline``: every non-local host is refused (``--host-resolver-rules``) and the
+    performance log is kept, so :func:`requested_urls` can tell what the pages asked for.
+    """
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
+    if offline:
+        options.add_argument(f"--host-resolver-rules={OFFLINE_RULES}")
+        options.add_argument("--disable-background-networking")
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     options.binary_location = str(CHROMIUM)
     for arg in (
         "--headless=new",
@@ -55,3 +68,22 @@ def launch(width: int = 1100, height: int = 1400):
     ):
         options.add_argument(arg)
     return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+
+
+def requested_urls(driver) -> list[str]:
+    """Every URL the pages asked for since the last call (needs ``launch(offline=True)``)."""
+    import json
+
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+        elif message["method"] == "Network.webSocketCreated":
+            urls.append(message["params"]["url"])
+    return urls
+
+
+def outside(urls: list[str], base_url: str) -> list[str]:
+    """The URLs that are neither ``base_url``'s nor local (data:, blob:, about:)."""
+    return [u for u in urls if not u.startswith((base_url, *LOCAL_SCHEMES))]

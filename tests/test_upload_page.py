@@ -21,7 +21,7 @@ import pytest
 import captioner
 from captioner.bundle import read_manifest
 from captioner.inference import default_bundle_dir
-from tests.browser import launch, require_browser
+from tests.browser import launch, outside, requested_urls, require_browser
 
 pytestmark = pytest.mark.slow
 
@@ -295,3 +295,45 @@ def test_a_foreign_picture_shows_the_domain_warning(page, model, tmp_path):
     upload(page, text)
     assert wait_for_text(page, "#caption") == expected.caption
     assert css(page, "#domain-warning").is_displayed()
+
+
+@pytest.fixture(scope="module")
+def offline_driver(base_url: str):
+    browser = launch(offline=True)
+    yield browser
+    browser.quit()
+
+
+# What shows that each page has rendered: then every request it makes at start has been made.
+RENDERED = {
+    "": "#file",
+    "docs": ".swagger-ui .opblock-summary-path",
+    "redoc": "img[alt='redocly logo']",
+}
+
+
+@pytest.mark.parametrize("path", list(RENDERED))
+def test_pages_make_no_request_outside_this_server(offline_driver, base_url, path) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = offline_driver
+    requested_urls(driver)  # forget what earlier pages asked for
+    driver.get(base_url + path)
+    WebDriverWait(driver, WAIT_S).until(lambda d: css_all(d, RENDERED[path]))
+    urls = requested_urls(driver)
+    deadline = time.monotonic() + 2  # late requests (images, workers) after the first render
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        urls += requested_urls(driver)
+    assert base_url + path in urls, "the performance log saw no request: the check is blind"
+    assert not outside(urls, base_url), f"/{path} asked for {outside(urls, base_url)}"
+    refused = [
+        e["message"] for e in driver.get_log("browser") if "Content Security" in e["message"]
+    ]
+    assert not refused, refused
+    if path == "docs":
+        shown = [e.text for e in css_all(driver, ".swagger-ui .opblock-summary-path")]
+        assert "/v1/caption" in shown
+    if path == "redoc":
+        assert "captioner" in driver.title
+        assert "/v1/activity" in driver.page_source
