@@ -104,7 +104,7 @@ def test_live_schema_is_the_one_fuzzed(server: str) -> None:
 def error_is_json_detail(
     ctx: schemathesis.CheckContext, response: schemathesis.Response, case: schemathesis.Case
 ) -> None:
-    """A Schemathesis check: a 4xx/5xx body is a JSON object with a `detail` key."""
+    """A Schemathesis check: a 4xx/5xx body is a Problem (`detail`, and `errors` for a 422)."""
     if response.status_code < 400 or case.method.upper() == "HEAD":
         return
     try:
@@ -112,6 +112,11 @@ def error_is_json_detail(
     except ValueError:
         raise AssertionError(f"error body is not JSON: {response.content[:200]!r}") from None
     assert isinstance(body, dict) and "detail" in body, f"error body has no 'detail': {body!r}"
+    assert set(body) <= {"detail", "errors"}, f"error body is not a Problem: {body!r}"
+    assert isinstance(body["detail"], str) and "\n" not in body["detail"], body
+    if "errors" in body:  # only validation failures list their problems
+        assert response.status_code == 422 and isinstance(body["errors"], list), body
+    assert "x-request-id" in {k.lower() for k in response.headers}, "no X-Request-ID"
 
 
 @schema.parametrize()
