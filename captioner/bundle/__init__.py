@@ -12,7 +12,7 @@ import importlib.resources
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from captioner.bundle.manifest import (
     MANIFEST,
     TASKS,
     BundleError,
+    Decoding,
     EncoderEntry,
     Manifest,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "TASKS",
     "Bundle",
     "BundleError",
+    "Decoding",
     "EncoderEntry",
     "Manifest",
     "load_bundle",
@@ -50,20 +52,23 @@ __all__ = [
 
 @dataclass
 class Bundle:
-    """A bundle read from disk: its manifest and its weight tensors by file name."""
+    """A bundle read from disk: its manifest and its weight tensors by file name.
+
+    ``spec`` is the manifest typed and checked, parsed once when the bundle is made (a
+    BundleError names the bad field and the file); ``manifest`` is the JSON object as read.
+    """
 
     path: Path
     manifest: dict
     weights: dict[str, dict[str, torch.Tensor]]
+    spec: Manifest = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.spec = Manifest.from_dict(self.manifest, where=str(self.path / MANIFEST))
 
     @property
     def task(self) -> str:
-        return self.manifest["task"]
-
-    @property
-    def spec(self) -> Manifest:
-        """The manifest, typed and checked (a BundleError names the bad field and the file)."""
-        return Manifest.from_dict(self.manifest, where=str(self.path / MANIFEST))
+        return self.spec.task
 
 
 def _atomic_write(path: Path, write) -> None:
