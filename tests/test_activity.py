@@ -214,6 +214,47 @@ def test_a_bad_video_raises_a_media_error_naming_the_problem(clf, tmp_path) -> N
         clf.classify(text)
 
 
+def test_errors_return_gives_an_error_result_in_place_and_labels_the_rest(
+    clf, motion, tmp_path
+) -> None:
+    text = tmp_path / "notes.mp4"
+    text.write_text("hello\n")
+    good = clip(motion, "growing")
+    results = clf.classify([good, text, tmp_path / "missing.mp4"], errors="return")
+    assert isinstance(results[0], ActivityResult)
+    assert results[0].label == clf.classify(good).label
+    bad = results[1]
+    assert isinstance(bad, captioner.ErrorResult) and "text file" in bad.error
+    assert bad.to_record() == {"path": str(text), "error": bad.error}
+    assert isinstance(results[2], captioner.ErrorResult)
+    with pytest.raises(captioner.MediaError):  # the default stays "raise"
+        clf.classify([good, text])
+    with pytest.raises(ValueError, match="errors must be"):
+        clf.classify(good, errors="skip")
+
+
+def test_the_model_is_callable_like_classify(clf, motion) -> None:
+    assert clf(clip(motion), top_k=2) == clf.classify(clip(motion), top_k=2)
+
+
+def test_bad_timeline_options_are_refused_before_any_video_is_read(clf, tmp_path) -> None:
+    missing = tmp_path / "never-read.mp4"
+    with pytest.raises(ValueError, match="stride .* is longer than the window"):
+        clf.classify(missing, timeline=True, window=0.5, stride=1.0)
+    with pytest.raises(ValueError, match="window must be a positive number"):
+        clf.classify(missing, timeline=True, window=-1.0)
+    with pytest.raises(ValueError, match="longer than the window"):  # the default window, 2 s
+        clf.timeline_window(None, 5.0)
+
+
+def test_activity_records_are_rounded_and_match_the_result(clf, motion) -> None:
+    res = clf.classify(clip(motion), timeline=True, window=0.5, stride=0.25)
+    res.score, res.top_k[0]["score"] = 0.123456789, 0.123456789
+    record = res.to_record()
+    assert record["score"] == 0.1235 and record["top_k"][0]["score"] == 0.1235
+    assert record["label"] == res.label and len(record["timeline"]) == len(res.timeline)
+
+
 # --------------------------------------------------------------------------- evaluation
 
 
