@@ -15,6 +15,7 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from captioner import ActivityClassifier, Captioner, MediaError, UnsupportedFormat
+from captioner.inference import check_n_best
 from service.middleware import ACTIVITY_ROUTE, CAPTION_ROUTE
 from service.runtime import ActivityJob, CaptionJob, Runtime, Timed
 from service.schemas import ActivityResponse, CaptionResponse, ModelsResponse, Problem
@@ -120,13 +121,13 @@ def _summary(model: Captioner | ActivityClassifier, task: str) -> dict[str, Any]
         out["vocabulary_size"] = len(model.vocab)
     else:
         out["classes"] = list(model.classes)
-    if isinstance(model.manifest.get("metrics"), dict):
-        out["metrics"] = model.manifest["metrics"]
+    if model.metrics:
+        out["metrics"] = model.metrics
     return out
 
 
 def _model_info(model: Captioner | ActivityClassifier, task: str) -> dict[str, Any]:
-    return {"name": model.name, "version": str(model.manifest.get("version", "")), "task": task}
+    return {"name": model.name, "version": model.version, "task": task}
 
 
 def _timings(decode_ms: float, submitted: float, timed: Timed, t0: float) -> dict[str, Any]:
@@ -161,8 +162,10 @@ async def caption(
     beam = beam_size or model.default_search.beam_size
     if beam > s.max_beam_size:
         raise HTTPException(422, f"beam_size {beam} is above this server's {s.max_beam_size}")
-    if n_best > beam:
-        raise HTTPException(422, f"n_best ({n_best}) cannot exceed beam_size ({beam})")
+    try:
+        check_n_best(n_best, beam)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
     datas = [await f.read() for f in file]
     names = [f.filename or f"file{i}" for i, f in enumerate(file)]
     started = time.perf_counter()
@@ -182,8 +185,7 @@ async def caption(
         if i not in by_index:
             results.append({"filename": name, "error": str(decoded[i])})
             continue
-        item = by_index[i].value.to_dict()
-        item.pop("finished", None)
+        item = by_index[i].value.to_record(details=True)
         probe = decoded[i][1]
         if probe is not None:  # the size as the picture is shown, after EXIF rotation
             item.update(width=probe.width, height=probe.height)
@@ -212,9 +214,10 @@ async def activity(
     t0 = time.perf_counter()
     model: ActivityClassifier = rt.model("activity")
     if timeline:
-        window, stride = model.timeline_window(window, stride)
-        if stride > window:
-            raise HTTPException(422, f"stride ({stride}) must not exceed window ({window})")
+        try:  # resolves the defaults and checks them (captioner.inference.check_timeline)
+            window, stride = model.timeline_window(window, stride)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
     data = await file.read()
 
     def decode(should_stop: Callable[[], bool]) -> ActivityJob:

@@ -36,18 +36,17 @@ def _cmd_caption(args: argparse.Namespace) -> int:
     from functools import partial
 
     from captioner.batch import caption_files
-    from captioner.bundle import read_manifest
-    from captioner.inference import default_bundle_dir
+    from captioner.bundle import read_spec
+    from captioner.decoding import check_n_best
+    from captioner.inference import bundle_path
     from captioner.records import check_output_path
     from captioner.shard import run_sharded
 
     check_output_path(args.out)
     beam = args.beam_size
     if beam is None:  # the bundle's own default: read its manifest, not its weights
-        manifest = read_manifest(args.bundle or default_bundle_dir("caption"))
-        beam = int(manifest.get("decoding", {}).get("beam_size", 3))
-    if args.n_best > beam:
-        raise ValueError(f"--n-best {args.n_best} cannot exceed the beam size ({beam})")
+        beam = read_spec(bundle_path(args.bundle, "caption")).beam_size
+    check_n_best(args.n_best, beam, option="--n-best")
     job = partial(
         caption_files,
         args.paths,
@@ -95,13 +94,13 @@ def _cmd_activity(args: argparse.Namespace) -> int:
     from functools import partial
 
     from captioner.batch import label_videos
+    from captioner.inference import check_timeline
     from captioner.records import check_output_path
     from captioner.shard import run_sharded
-    from captioner.video import sliding_windows
 
     check_output_path(args.out)
-    if args.timeline and args.window is not None:  # refuses a bad window / stride
-        sliding_windows(60.0, args.window, args.stride or args.window / 2)
+    if args.timeline:
+        check_timeline(args.window, args.stride)
 
     job = partial(
         label_videos,

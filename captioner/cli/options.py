@@ -121,12 +121,12 @@ def training_run(args: argparse.Namespace, monitor: str) -> dict:
 
 
 def report_bundle(out: Path) -> int:
+    from captioner.bundle import read_spec
     from captioner.training import distributed
 
     if not distributed.current().main:  # under torchrun, rank 0 reports
         distributed.cleanup()
         return 0
     distributed.cleanup()
-    manifest = json.loads((out / "manifest.json").read_text())
-    print(json.dumps({"bundle": str(out), "val": manifest["metrics"]["val"]}, indent=2))
+    print(json.dumps({"bundle": str(out), "val": read_spec(out).metrics["val"]}, indent=2))
     return 0
