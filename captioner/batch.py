@@ -24,6 +24,7 @@ from captioner.inference import (
     ActivityClassifier,
     Captioner,
     ClipInput,
+    bundle_path,
     check_timeline,
     error_record,
     load,
@@ -142,6 +143,7 @@ def _take(images: torch.Tensor | list, rows: list[int]) -> torch.Tensor | list:
 def caption_files(
     inputs: Sequence[str],
     bundle: str | os.PathLike | None = None,
+    *,
     beam_size: int | None = None,
     n_best: int = 1,
     max_len: int | None = None,
@@ -150,7 +152,8 @@ def caption_files(
 ) -> int:
     """Caption every image under ``inputs``; returns 0, or 1 when no input could be captioned.
 
-    ``run``: the :class:`RunOptions` keywords (``out``, ``batch_size`` (16), ``workers``,
+    ``bundle``: a model name or a bundle folder (default: the caption model). ``run``: the
+    :class:`RunOptions` keywords (``out``, ``batch_size`` (16), ``workers``,
     ``device``, ``resume``, ``progress``, ``shard``).
     """
     opts = RunOptions.of(run, batch_size=16)
@@ -231,6 +234,7 @@ class PreparedVideos(Dataset):
 def label_videos(
     inputs: Sequence[str],
     bundle: str | os.PathLike | None = None,
+    *,
     top_k: int = 5,
     timeline: bool = False,
     window: float | None = None,
@@ -249,7 +253,7 @@ def label_videos(
         raise ValueError(f"--top-k must be >= 1, got {top_k}")
     if timeline:  # refuse a bad window / stride before any work
         check_timeline(window, stride)
-    clf = model or load(bundle or "activity", device=opts.device)
+    clf = model or load(bundle_path(bundle, "activity"), device=opts.device)
     if not isinstance(clf, ActivityClassifier):
         raise ValueError(f"{bundle} is not an activity bundle (task: caption)")
     if timeline:
