@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from captioner.files import atomic_write
 from captioner.progress import progress_bar
 from captioner.training import distributed
 from captioner.training.curves import TrainingCurves
@@ -88,12 +89,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -174,11 +169,11 @@ class Checkpointer:
             "optimizer": f"optimizer-{epoch}.safetensors",
         }
         sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        _atomic(self.dir / files["model"], lambda p: save_file(sd, str(p)))
+        atomic_write(self.dir / files["model"], lambda p: save_file(sd, str(p)))
         opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
-        _atomic(self.dir / files["optimizer"], lambda p: save_file(opt_tensors, str(p)))
+        atomic_write(self.dir / files["optimizer"], lambda p: save_file(opt_tensors, str(p)))
         if best_state is not None and info.get("best_epoch") == epoch:
-            _atomic(self.dir / "best.safetensors", lambda p: save_file(best_state, str(p)))
+            atomic_write(self.dir / "best.safetensors", lambda p: save_file(best_state, str(p)))
         state = {
             "epoch": epoch,
             "files": files,
@@ -187,7 +182,7 @@ class Checkpointer:
             "scaler": scaler.state_dict() if scaler is not None else {},
             **info,
         }
-        _atomic(self.state_path, lambda p: p.write_text(json.dumps(state)))
+        atomic_write(self.state_path, lambda p: p.write_text(json.dumps(state)))
         for old in self.dir.glob("*-*.safetensors"):  # earlier epochs' files
             if old.name not in files.values():
                 old.unlink(missing_ok=True)
@@ -240,7 +235,7 @@ def fit(
         history = state["history"]
         if world.main:  # the log says what the checkpoint says: no row twice, none missing
             rows = "".join(json.dumps(row) + "\n" for row in history)
-            _atomic(log_path, lambda p: p.write_text(rows))
+            atomic_write(log_path, lambda p: p.write_text(rows))
         best_metric, best_epoch = state["best_metric"], state["best_epoch"]
         best_metrics = state["best_metrics"]
         start_epoch = state["epoch"] + 1
