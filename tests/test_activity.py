@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 import captioner
-import captioner.training.activity as activity_training
+import captioner.data.features as feature_caches
 from captioner.bundle import load_bundle, read_manifest
 from captioner.cli import main
 from captioner.data.motion import CLASSES
@@ -38,15 +38,15 @@ DURATION = 1.0  # 12 frames at the generator's default 12 fps
 @contextmanager
 def count_clip_encodes() -> Iterator[list[int]]:
     """Record how many videos each call of the clip encoder (feature cache) is given."""
-    real = activity_training.encode_clips
+    real = feature_caches.encode_clips
     seen: list[int] = []
 
-    def spy(encoder, clips, device):
+    def spy(encode, clips):
         seen.append(clips.size(0))
-        return real(encoder, clips, device)
+        return real(encode, clips)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(activity_training, "encode_clips", spy)
+        mp.setattr(feature_caches, "encode_clips", spy)
         yield seen
 
 

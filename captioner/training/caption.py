@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from captioner import metrics
 from captioner.bundle import EncoderEntry, Manifest
-from captioner.data.captions import CaptionRecord, load_captions
-from captioner.data.features import build_feature_cache, cache_key, keys_digest
+from captioner.data.captions import load_captions
+from captioner.data.features import CachedSplit, cached_split, default_cache_root
 from captioner.data.images import ImageFiles, image_loader
 from captioner.encoders import Encoder, build_encoder
 from captioner.inference import CaptionPipeline, encode_images, prepare_encoder, resolve_device
@@ -25,12 +25,6 @@ from captioner.training.loop import TrainConfig, fit
 from captioner.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
-
-
-def default_cache_root() -> Path:
-    """``$CAPTIONER_CACHE`` or ``~/.cache/captioner``."""
-    env = os.environ.get("CAPTIONER_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "captioner"
 
 
 def pad_captions(seqs: Sequence[Sequence[int]], pad_id: int = 0) -> torch.Tensor:
@@ -179,51 +173,6 @@ class FineTuneCaptionTask(CaptionTask):
         return super().validate()
 
 
-@dataclass
-class CachedSplit:
-    records: list[CaptionRecord]
-    features: torch.Tensor | None  # (M, N, C) float16, one row per kept record
-
-
-def cached_split(
-    records: list[CaptionRecord],
-    images: str | os.PathLike,
-    encoder: Encoder,
-    cache_root: Path,
-    device: torch.device,
-    batch_size: int = 32,
-    workers: int = 2,
-    progress: bool = True,
-) -> CachedSplit:
-    """Encode the split's images once (or reuse the cache) and load their features."""
-    encoder = prepare_encoder(encoder, device)
-    pre = encoder.preprocess
-    key = cache_key(encoder.name, pre.to_dict(), images)
-    names = list(dict.fromkeys(r.file_name for r in records))
-    cache = build_feature_cache(
-        lambda batch: encode_images(encoder, batch, device),
-        ImageFiles([Path(images) / n for n in names], pre),
-        names,
-        cache_root / "features" / key / keys_digest([r.file_name for r in records]),
-        item_shape=(grid_cells(encoder), encoder.feature_dim),
-        meta={
-            "encoder": encoder.name,
-            "preprocess": pre.to_dict(),
-            "images_root": str(Path(images).resolve()),
-        },
-        batch_size=batch_size,
-        workers=workers,
-        progress=progress,
-    )
-    kept, features = cache.readable(records, lambda r: r.file_name, "images", f" under {images}")
-    return CachedSplit(kept, features)
-
-
-def grid_cells(encoder: Encoder) -> int:
-    """Number of cells N in the encoder's (B, N, C) grid at its input size."""
-    return encoder.grid_cells
-
-
 @dataclass(frozen=True)
 class CaptionModelOptions:
     """Decoder shape and vocabulary options for training."""
@@ -279,7 +228,7 @@ def train_caption(
     )
     log.info("vocabulary: %d tokens (min count %d)", len(vocab), model_opts.min_count)
     encoder = build_encoder(encoder_name)
-    common = dict(cache_root=cache_root, device=dev, workers=workers, progress=train_cfg.progress)
+    common = dict(cache_root=cache_root, workers=workers, progress=train_cfg.progress)
     tuned = model_opts.fine_tune_blocks
     if tuned and world.distributed:
         raise ValueError(
@@ -290,8 +239,13 @@ def train_caption(
         train, val = CachedSplit(train_records, None), CachedSplit(val_records, None)
     else:
         with distributed.main_first():  # rank 0 fills the caches; the others then read them
-            train = cached_split(train_records, images, encoder, **common)
-            val = cached_split(val_records, val_images or images, encoder, **common)
+            enc = prepare_encoder(encoder, dev)
+
+            def encode(batch: torch.Tensor) -> torch.Tensor:
+                return encode_images(enc, batch, dev)
+
+            train = cached_split(train_records, images, enc, encode, **common)
+            val = cached_split(val_records, val_images or images, enc, encode, **common)
     pairs = [
         (
             row,
@@ -311,7 +265,7 @@ def train_caption(
         dropout=model_opts.dropout,
         attention=model_opts.attention,
         alpha_c=model_opts.alpha_c,
-        positions=grid_cells(encoder) if model_opts.positions and model_opts.attention else 0,
+        positions=encoder.grid_cells if model_opts.positions and model_opts.attention else 0,
     )
     torch.manual_seed(train_cfg.seed)
     model = CaptionDecoder(config)
