@@ -26,7 +26,7 @@ from captioner.data.motion import CLASSES
 from captioner.evaluation import evaluate_activity, plot_confusion
 from captioner.inference import ActivityClassifier, ActivityResult
 from captioner.training.activity import ActivityOptions, train_activity
-from captioner.training.loop import TrainConfig
+from captioner.training.loop import RunConfig, TrainConfig
 
 OPTS = ActivityOptions(
     num_frames=4, train_samples=2, hidden_dim=16, embed_dim=16, cell_dim=8, batch_size=8
@@ -74,12 +74,8 @@ def train(motion: Path, out: Path, cache: Path) -> Path:
         motion / "train",
         motion / "val",
         out,
-        encoder_name="toy",
         opts=OPTS,
-        train_cfg=CFG,
-        device="cpu",
-        cache_root=cache,
-        workers=0,
+        run=RunConfig(train_cfg=CFG, encoder_name="toy", device="cpu", cache_root=cache, workers=0),
     )
 
 

@@ -27,7 +27,7 @@ from captioner.inference import (
 from captioner.media import MediaError
 from captioner.models.activity import ActivityModel, ActivityModelConfig
 from captioner.training import distributed
-from captioner.training.loop import TrainConfig, fit
+from captioner.training.loop import RunConfig, TrainConfig, check_config, fit
 from captioner.video import probe_video
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,8 @@ def clip_seconds(paths: Sequence[Path], most: int = 400) -> dict[str, float] | N
 
 class ActivityTask:
     """Cached clips for :func:`captioner.training.loop.fit`; a random cached clip per epoch."""
+
+    metric_names = ("top1", "top5")  # what validate() reports, checked by fit()
 
     def __init__(
         self,
@@ -173,21 +175,18 @@ def train_activity(
     out: str | os.PathLike,
     train_list: str | os.PathLike | None = None,
     val_list: str | os.PathLike | None = None,
-    encoder_name: str = "efficientnet_lite0",
     opts: ActivityOptions | None = None,
-    train_cfg: TrainConfig | None = None,
-    device: str = "auto",
-    resume: bool = False,
-    cache_root: Path | None = None,
-    workers: int = 2,
-    name: str = "activity",
-    command: str | None = None,
+    run: RunConfig | None = None,
 ) -> Path:
-    """Train an activity model over cached frame grids and write a bundle."""
+    """Train an activity model over cached frame grids and write a bundle (``run``: encoder,
+    device, resume, caches...; monitor default ``top1``)."""
     opts = opts or ActivityOptions()
-    train_cfg = train_cfg or TrainConfig(monitor="top1")
-    _, dev = distributed.setup(resolve_device(device))
-    cache_root = cache_root or default_cache_root()
+    run = run or RunConfig()
+    train_cfg = run.train_cfg or TrainConfig(monitor="top1")
+    encoder_name, workers, name = run.encoder_name, run.workers, run.name or "activity"
+    check_config(train_cfg, ActivityTask.metric_names)  # before any cache is built
+    _, dev = distributed.setup(resolve_device(run.device))
+    cache_root = run.cache_root or default_cache_root()
     train_data = load_video_dataset(data, train_list)
     val_data = load_video_dataset(val, val_list, classes=train_data.classes)
     encoder = build_encoder(encoder_name)
@@ -229,7 +228,7 @@ def train_activity(
         train_cfg.seed,
         reverse_pairs=opts.reverse_pairs,
     )
-    result = fit(task, train_cfg, out, dev, resume=resume)
+    result = fit(task, train_cfg, out, dev, resume=run.resume)
     manifest = Manifest(
         task="activity",
         name=name,
@@ -249,7 +248,7 @@ def train_activity(
                 "train_videos": len(train.records),
                 "val_videos": len(val_clips.records),
             },
-            "command": command or "",
+            "command": run.command or "",
             "config": train_cfg.to_dict(),
             "options": asdict(opts),
             "best_epoch": result.best_epoch,

@@ -21,7 +21,7 @@ from captioner.encoders import Encoder, build_encoder
 from captioner.inference import CaptionPipeline, encode_images, prepare_encoder, resolve_device
 from captioner.models.caption import CaptionDecoder, CaptionDecoderConfig
 from captioner.training import distributed
-from captioner.training.loop import TrainConfig, fit
+from captioner.training.loop import RunConfig, TrainConfig, check_config, fit
 from captioner.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,9 @@ def pad_captions(seqs: Sequence[Sequence[int]], pad_id: int = 0) -> torch.Tensor
 
 class CaptionTask:
     """(image, caption) pairs over cached features, for :func:`captioner.training.loop.fit`."""
+
+    #: what :meth:`validate` reports (:func:`captioner.metrics.score`), checked by fit()
+    metric_names = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr-D", "ROUGE-L")
 
     def __init__(
         self,
@@ -201,26 +204,23 @@ def train_caption(
     val_images: str | os.PathLike | None = None,
     train_split: str | None = None,
     val_split: str | None = None,
-    encoder_name: str = "efficientnet_lite0",
     model_opts: CaptionModelOptions | None = None,
-    train_cfg: TrainConfig | None = None,
-    device: str = "auto",
-    resume: bool = False,
-    cache_root: Path | None = None,
-    workers: int = 2,
-    name: str = "captioner",
-    command: str | None = None,
+    run: RunConfig | None = None,
 ) -> Path:
-    """Train a caption decoder and write a bundle; ``command`` is recorded in the manifest.
+    """Train a caption decoder and write a bundle (``run``: encoder, device, resume, caches...;
+    its ``command`` is recorded in the manifest; monitor default ``CIDEr-D``).
 
     With a frozen encoder (the default) the encoder runs once per image into the feature cache
     and epochs read the cache; with ``fine_tune_blocks`` its last blocks train too, and images
     are encoded at every step.
     """
     model_opts = model_opts or CaptionModelOptions()
-    train_cfg = train_cfg or TrainConfig()
-    world, dev = distributed.setup(resolve_device(device))
-    cache_root = cache_root or default_cache_root()
+    run = run or RunConfig()
+    train_cfg = run.train_cfg or TrainConfig()
+    encoder_name, workers, name = run.encoder_name, run.workers, run.name or "captioner"
+    check_config(train_cfg, CaptionTask.metric_names)  # before any cache is built
+    world, dev = distributed.setup(resolve_device(run.device))
+    cache_root = run.cache_root or default_cache_root()
     train_records = load_captions(train_data, train_split)
     val_records = load_captions(val_data, val_split)
     vocab = Vocabulary.build(
@@ -294,7 +294,7 @@ def train_caption(
         task = CaptionTask(
             model, train_features=train.features, val_features=val.features, **shared
         )
-    result = fit(task, train_cfg, out, dev, resume=resume)
+    result = fit(task, train_cfg, out, dev, resume=run.resume)
     weights = {"decoder.safetensors": result.best_state}
     if tuned:  # the fit saved EncoderDecoder weights: split them into the bundle's two files
         weights = {
@@ -327,7 +327,7 @@ def train_caption(
                 "train_pairs": len(pairs),
                 "val_images": len(val.records),
             },
-            "command": command or "",
+            "command": run.command or "",
             "config": train_cfg.to_dict(),
             "model_options": model_opts.__dict__,
             "best_epoch": result.best_epoch,

@@ -14,7 +14,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,17 +53,55 @@ class TrainConfig:
         return asdict(self)
 
 
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What both training entry points (``train_caption``, ``train_activity``) take besides
+    their data and model options: the run's optimisation, encoder, place and bookkeeping.
+
+    The field names are those of the keyword arguments they replace.
+    """
+
+    train_cfg: TrainConfig | None = None  # None: the task's default (it picks the monitor)
+    encoder_name: str = "efficientnet_lite0"
+    device: str = "auto"
+    resume: bool = False  # continue from <out>/checkpoint
+    cache_root: Path | None = None  # feature caches; None: $CAPTIONER_CACHE or ~/.cache/captioner
+    workers: int = 2  # decoding processes
+    name: str | None = None  # the bundle's name; None: the task's own
+    command: str | None = None  # recorded in the manifest
+
+
 def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
     """The learning rate of 1-based ``epoch``: a function of the epoch alone, so resume agrees."""
     if cfg.schedule == "constant":
         return cfg.lr
     if cfg.schedule == "cosine":
         return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / max(cfg.epochs, 1)))
-    raise ValueError(f"schedule must be 'constant' or 'cosine', got {cfg.schedule!r}")
+    raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
+
+
+def check_config(cfg: TrainConfig, metric_names: Sequence[str] | None = None) -> None:
+    """Refuse, before any work, a schedule the loop does not know and a ``monitor`` the task's
+    validation never reports (it would never improve, and the run would keep its last epoch)."""
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
+    if metric_names is not None and cfg.monitor not in metric_names:
+        raise ValueError(
+            f"monitor {cfg.monitor!r} is not a metric this task's validation reports; "
+            f"choose one of: {', '.join(metric_names)}"
+        )
 
 
 class Task(Protocol):
-    """What a task gives the loop."""
+    """What a task gives the loop.
+
+    A task may also declare ``metric_names``, the keys :meth:`validate` returns, so that
+    :func:`fit` can check ``monitor`` before the first epoch; without them it checks the
+    first validation's results.
+    """
 
     model: nn.Module
 
@@ -205,7 +243,12 @@ def fit(
     device: torch.device,
     resume: bool = False,
 ) -> FitResult:
-    """Train ``task.model`` for ``cfg.epochs`` epochs with validation and early stopping."""
+    """Train ``task.model`` for ``cfg.epochs`` epochs with validation and early stopping.
+
+    ValueError, before anything is trained or written, for an unknown schedule or a
+    ``monitor`` the task's validation does not report (see :func:`check_config`).
+    """
+    check_config(cfg, getattr(task, "metric_names", None))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = task.model.to(device)
@@ -278,7 +321,12 @@ def fit(
         model.eval()
         # Rank 0 validates; every rank gets its numbers, so early stopping agrees everywhere.
         metrics = distributed.from_main(task.validate() if world.main else None)
-        value = metrics.get(cfg.monitor, -math.inf)
+        if cfg.monitor not in metrics:  # a task that declares no metric_names
+            raise ValueError(
+                f"validation reported no {cfg.monitor!r} (monitor); it reported: "
+                f"{', '.join(metrics) or 'nothing'}. Set TrainConfig.monitor to one of them."
+            )
+        value = metrics[cfg.monitor]
         improved = value > best_metric
         if improved:
             best_metric, best_epoch, best_metrics = value, epoch, dict(metrics)
