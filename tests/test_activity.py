@@ -19,14 +19,14 @@ import torch
 from PIL import Image
 
 import captioner
-import captioner.training.activity as activity_training
+import captioner.data.features as feature_caches
 from captioner.bundle import load_bundle, read_manifest
 from captioner.cli import main
 from captioner.data.motion import CLASSES
 from captioner.evaluation import evaluate_activity, plot_confusion
 from captioner.inference import ActivityClassifier, ActivityResult
 from captioner.training.activity import ActivityOptions, train_activity
-from captioner.training.loop import TrainConfig
+from captioner.training.loop import RunConfig, TrainConfig
 
 OPTS = ActivityOptions(
     num_frames=4, train_samples=2, hidden_dim=16, embed_dim=16, cell_dim=8, batch_size=8
@@ -38,15 +38,15 @@ DURATION = 1.0  # 12 frames at the generator's default 12 fps
 @contextmanager
 def count_clip_encodes() -> Iterator[list[int]]:
     """Record how many videos each call of the clip encoder (feature cache) is given."""
-    real = activity_training.encode_clips
+    real = feature_caches.encode_clips
     seen: list[int] = []
 
-    def spy(encoder, clips, device):
+    def spy(encode, clips):
         seen.append(clips.size(0))
-        return real(encoder, clips, device)
+        return real(encode, clips)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(activity_training, "encode_clips", spy)
+        mp.setattr(feature_caches, "encode_clips", spy)
         yield seen
 
 
@@ -74,12 +74,8 @@ def train(motion: Path, out: Path, cache: Path) -> Path:
         motion / "train",
         motion / "val",
         out,
-        encoder_name="toy",
         opts=OPTS,
-        train_cfg=CFG,
-        device="cpu",
-        cache_root=cache,
-        workers=0,
+        run=RunConfig(train_cfg=CFG, encoder_name="toy", device="cpu", cache_root=cache, workers=0),
     )
 
 

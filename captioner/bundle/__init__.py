@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.resources
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from captioner.bundle.manifest import (
     EncoderEntry,
     Manifest,
 )
-from captioner.encoders import sha256_file
+from captioner.files import atomic_write, sha256_file
 
 __all__ = [
     "FORMAT",
@@ -73,15 +72,7 @@ class Bundle:
 
 def _atomic_write(path: Path, write) -> None:
     """Write through a temporary file in the same folder, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; bundles are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: write(str(tmp)))
 
 
 def _write_manifest(folder: Path, manifest: dict) -> None:

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from captioner.bundle import Bundle, BundleError, Decoding, Manifest
-from captioner.calibrate import DomainStats, domain_stats
+from captioner.bundle.domain import DomainStats, domain_stats
 from captioner.concepts import batch_tags
 from captioner.decoding import Hypothesis, SearchConfig, decode, suppress_ids
 from captioner.encoders import Encoder, ImageNetHead, Preprocess
