@@ -252,7 +252,7 @@ def export_bundle(
 def _metadata(
     captioner: Captioner, bundle: str | os.PathLike, fmt: str, opset: int, graphs: dict
 ) -> dict[str, Any]:
-    m = captioner.manifest
+    files = captioner.spec.files if captioner.spec is not None else {}
     search = captioner.default_search
     return {
         "format": fmt,
@@ -260,10 +260,10 @@ def _metadata(
         "torch_version": torch.__version__,
         "opset": opset if fmt == "onnx" else None,
         "source": {
-            "name": m.get("name"),
-            "version": m.get("version"),
+            "name": captioner.name,
+            "version": captioner.version,
             "path": str(Path(bundle)),
-            "sha256": {name: meta["sha256"] for name, meta in m["files"].items()},
+            "sha256": {name: meta["sha256"] for name, meta in files.items()},
         },
         "preprocess": {
             **captioner.preprocess.to_dict(),
