@@ -9,9 +9,14 @@ skips the paths already written (see :mod:`captioner.records`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing
+import multiprocessing.connection
 import os
-from collections.abc import Callable, Sequence
+import signal
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,8 +109,12 @@ def run_job(
     collate = getattr(dataset, "collate", None)  # datasets of unstackable items bring their own
     batch_size = run.batch_size or 1
     loader = image_loader(dataset, batch_size, run.workers, pin_memory, collate_fn=collate)
-    with progress_bar(total=len(todo), desc=job.desc, unit="file", enabled=run.progress) as bar:
-        for batch in loader:
+    batches = iter(loader)  # named, so on Ctrl-C its workers are stopped before it is freed
+    with (
+        progress_bar(total=len(todo), desc=job.desc, unit="file", enabled=run.progress) as bar,
+        _ctrl_c_reaches_workers(),
+    ):
+        for batch in batches:
             good = [j for j, e in enumerate(batch["error"]) if not e]
             items = [todo[batch["index"][j]] for j in good]
             results = iter(job.infer(_take(batch["image"], good), items) if good else [])
@@ -133,6 +142,27 @@ def _run(job: FolderJob, run: RunOptions, csv_fields: Sequence[str], device: tor
     where = f" -> {run.out}" if run.out else ""
     log.info("%s %d %s, %d failed%s", job.done, ok, job.noun, failed, where)
     return 1 if failed and not ok and not writer.done else 0
+
+
+@contextlib.contextmanager
+def _ctrl_c_reaches_workers() -> Iterator[None]:
+    """On Ctrl-C, make sure the loader's worker processes got it too, so each stops in the
+    middle of its file instead of the loader waiting up to 5 s for it to finish. A terminal
+    sends SIGINT to them all; ``kill -INT`` reaches this process only: it is passed on to the
+    workers still running after a moment (a second SIGINT to a worker already stopping would
+    make it fail)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        running = [c for c in multiprocessing.active_children() if c.daemon]
+        deadline = time.monotonic() + 0.2
+        while running and (left := deadline - time.monotonic()) > 0:
+            multiprocessing.connection.wait([w.sentinel for w in running], timeout=left)
+            running = [w for w in running if w.is_alive()]
+        for worker in running:
+            if worker.pid is not None:
+                os.kill(worker.pid, signal.SIGINT)
+        raise
 
 
 def _take(images: torch.Tensor | list, rows: list[int]) -> torch.Tensor | list:
