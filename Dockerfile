@@ -2,15 +2,16 @@
 # The captioner HTTP service. Two targets:
 #   docker build --target cpu  -t captioner:cpu  .   # python:3.11-slim, CPU-only torch wheels
 #   docker build --target cuda -t captioner:cuda .   # CUDA 12.6 runtime, CUDA torch wheels
-# Both serve on port 8000 as a non-root user. The default bundles are copied to /weights;
-# mount your own folder there (or point CAPTIONER_CAPTION_BUNDLE / _ACTIVITY_BUNDLE elsewhere)
-# to serve other models without rebuilding.
-
-# Keep these two in step with the pins in pyproject.toml (tests/test_deploy.py checks it): the
-# wheels come from PyTorch's own index, so `pip install .` below finds torch already satisfied
-# instead of replacing it with the PyPI build.
-ARG TORCH_VERSION=2.14.1
-ARG TORCHVISION_VERSION=0.29.1
+# Both serve on port 8000 as a non-root user. The default bundles are installed inside the
+# package (site-packages/captioner/_weights) and served unless CAPTIONER_CAPTION_BUNDLE /
+# _ACTIVITY_BUNDLE point elsewhere: mount your own folder (docker-compose.yml mounts weights/ at
+# /weights) to serve other models without rebuilding. The image holds the runtime only: no data
+# generators' libraries, no test tools.
+#
+# Every version comes from constraints.txt (the ones CI tests with). torch and torchvision are
+# installed first from PyTorch's own package index (its CPU or CUDA 12.6 builds of those same
+# versions), so `pip install /src` below finds them already satisfied instead of replacing them
+# with the PyPI build.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # Why nvidia/cuda and not pytorch/pytorch: the pytorch images bring their own conda Python
 # (not necessarily 3.11) and their own torch build; here Python is Ubuntu 22.04's python3.11
@@ -25,26 +26,25 @@ ARG TORCH_CUDA=cu126
 # Both default bundles (caption and activity) ship in weights/ and are served; set
 # CAPTIONER_ENABLE_ACTIVITY=false to serve captions only.
 FROM ${PYTHON_IMAGE} AS cpu-build
-ARG TORCH_VERSION
-ARG TORCHVISION_VERSION
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH
+COPY constraints.txt /src/
 RUN python -m venv /opt/venv \
- && pip install --index-url https://download.pytorch.org/whl/cpu \
-        "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
+ && pip install --index-url https://download.pytorch.org/whl/cpu -c /src/constraints.txt \
+        torch torchvision
 COPY pyproject.toml README.md /src/
 COPY captioner /src/captioner
 COPY service /src/service
-RUN pip install /src
+# captioner/_weights is a link to ../weights: with weights/ beside it the bundles install as
+# package data.
+COPY weights /src/weights
+RUN pip install -c /src/constraints.txt /src
 
 FROM ${PYTHON_IMAGE} AS cpu
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PATH=/opt/venv/bin:$PATH \
     CAPTIONER_DEVICE=cpu \
-    CAPTIONER_CAPTION_BUNDLE=/weights/caption-default \
-    CAPTIONER_ACTIVITY_BUNDLE=/weights/activity-default \
     CAPTIONER_ENABLE_ACTIVITY=true
 RUN useradd --system --uid 10001 --create-home --home-dir /home/captioner captioner
 COPY --from=cpu-build /opt/venv /opt/venv
-COPY weights/ /weights/
 USER captioner
 WORKDIR /home/captioner
 EXPOSE 8000
@@ -61,27 +61,24 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 FROM cuda-python AS cuda-build
-ARG TORCH_VERSION
-ARG TORCHVISION_VERSION
 ARG TORCH_CUDA
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH
+COPY constraints.txt /src/
 RUN python3.11 -m venv /opt/venv \
  && pip install --index-url "https://download.pytorch.org/whl/${TORCH_CUDA}" \
-        "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
+        -c /src/constraints.txt torch torchvision
 COPY pyproject.toml README.md /src/
 COPY captioner /src/captioner
 COPY service /src/service
-RUN pip install /src
+COPY weights /src/weights
+RUN pip install -c /src/constraints.txt /src
 
 FROM cuda-python AS cuda
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PATH=/opt/venv/bin:$PATH \
     CAPTIONER_DEVICE=auto \
-    CAPTIONER_CAPTION_BUNDLE=/weights/caption-default \
-    CAPTIONER_ACTIVITY_BUNDLE=/weights/activity-default \
     CAPTIONER_ENABLE_ACTIVITY=true
 RUN useradd --system --uid 10001 --create-home --home-dir /home/captioner captioner
 COPY --from=cuda-build /opt/venv /opt/venv
-COPY weights/ /weights/
 USER captioner
 WORKDIR /home/captioner
 EXPOSE 8000

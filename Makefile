@@ -2,36 +2,49 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# Every install takes the exact tested versions (constraints.txt); pyproject.toml has the ranges.
+PIP    := $(BIN)/pip install --quiet -c constraints.txt
+BASE   := $(VENV)/.installed-base
+DEV    := $(VENV)/.installed-dev
 
-.PHONY: install run test test-fast lint bench clean
+.PHONY: install install-dev run test test-fast lint bench clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
 
-install: $(STAMP)
+# The runtime only: what `make run` (and a user's `pip install captioner`) needs.
+$(BASE): pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e .
+	touch $@
 
-run: $(STAMP)
+# The extras on top: [dev] pulls [data], [export] and [tensorboard] with the test tools.
+$(DEV): $(BASE)
+	$(PIP) -e '.[dev]'
+	touch $@
+
+install: $(BASE)
+
+install-dev: $(DEV)
+
+run: $(BASE)
 	$(BIN)/captioner caption examples/ --out captions.jsonl
 	@cat captions.jsonl
 	$(BIN)/captioner activity examples/ --out activities.jsonl
 	@cat activities.jsonl
 
-test: $(STAMP)
+test: $(DEV)
 	-.ci/ensure-browser
 	-.ci/ensure-nginx
 	$(BIN)/python -m pytest
 
-test-fast: $(STAMP)
+test-fast: $(DEV)
 	$(BIN)/python -m pytest -m "not slow"
 
-lint: $(STAMP)
-	$(BIN)/ruff check captioner service tests bench
-	$(BIN)/ruff format --check captioner service tests bench
+lint: $(DEV)
+	$(BIN)/ruff check captioner service tests bench scripts
+	$(BIN)/ruff format --check captioner service tests bench scripts
 
-bench: $(STAMP)
+bench: $(DEV)
 	$(BIN)/python bench/beam_batching.py
 	$(BIN)/python bench/caption_folder.py
 	$(BIN)/python bench/feature_cache.py

@@ -1,7 +1,8 @@
 """captioner: CNN + LSTM image captioning and video activity recognition.
 
-The public face: ``captioner.load(path)`` returns a ready model for a bundle folder:
-a ``Captioner`` for caption bundles, an ``ActivityClassifier`` for activity bundles.
+The public face: ``captioner.load(name_or_path)`` returns a ready model for a model name
+(``"caption"``, ``"activity"``; see ``captioner.list_models()``) or a bundle folder: a
+``Captioner`` for caption bundles, an ``ActivityClassifier`` for activity bundles.
 
 The names below are imported on first use (PEP 562), so ``import captioner`` (and
 ``captioner --version``) does not pay for torch until a model is asked for.
@@ -21,9 +22,12 @@ _LAZY = {
     "BundleError": "captioner.bundle.manifest",
     "CaptionResult": "captioner.inference",
     "Captioner": "captioner.inference",
+    "ErrorResult": "captioner.inference",
     "MediaError": "captioner.media",
+    "ModelInfo": "captioner.inference",
     "UnsupportedFormat": "captioner.media",
     "default_bundle_dir": "captioner.inference",
+    "list_models": "captioner.inference",
     "load": "captioner.inference",
 }
 
@@ -33,9 +37,12 @@ __all__ = [
     "BundleError",
     "CaptionResult",
     "Captioner",
+    "ErrorResult",
     "MediaError",
+    "ModelInfo",
     "UnsupportedFormat",
     "default_bundle_dir",
+    "list_models",
     "load",
 ]
 assert set(__all__) == set(_LAZY)
@@ -47,7 +54,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         ActivityResult,
         Captioner,
         CaptionResult,
+        ErrorResult,
+        ModelInfo,
         default_bundle_dir,
+        list_models,
         load,
     )
     from captioner.media import MediaError, UnsupportedFormat

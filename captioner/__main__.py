@@ -2,6 +2,6 @@
 
 import sys
 
-from captioner.cli import main
+from captioner.cli import console
 
-sys.exit(main())
+sys.exit(console())

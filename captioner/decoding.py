@@ -12,9 +12,24 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from captioner.bundle.manifest import Decoding
 from captioner.models.caption import CaptionDecoder
 
 NEG_INF = float("-inf")
+_DEFAULTS = Decoding()  # a bundle's defaults, when it says nothing: the same for a bare search
+
+
+def check_n_best(n_best: int, beam_size: int, option: str = "n_best") -> None:
+    """The one check of ``n_best`` against the beam (ValueError naming ``option``): the beam
+    keeps ``beam_size`` hypotheses, so it cannot give more alternatives than that. The CLI
+    and the service call it before any work, with the beam the request will use."""
+    if n_best < 1:
+        raise ValueError(f"{option} must be at least 1, got {n_best}")
+    if n_best > beam_size:
+        raise ValueError(
+            f"{option} {n_best} is more than the beam size ({beam_size}), which is as many "
+            "alternatives as the search keeps: ask for fewer, or a wider beam"
+        )
 
 
 @dataclass
@@ -39,10 +54,10 @@ class SearchConfig:
     ``len`` counts the words plus ``<end>``.
     """
 
-    beam_size: int = 3
-    max_len: int = 20
+    beam_size: int = _DEFAULTS.beam_size
+    max_len: int = _DEFAULTS.max_len
     n_best: int = 1
-    length_penalty: float = 0.0
+    length_penalty: float = _DEFAULTS.length_penalty
     min_len: int = 1
     suppress: tuple[int, ...] = ()  # token ids never generated (e.g. <unk>)
     return_attention: bool = False
@@ -50,10 +65,7 @@ class SearchConfig:
     def validate(self, vocab_size: int) -> None:
         if self.beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
-        if not 1 <= self.n_best <= self.beam_size:
-            raise ValueError(
-                f"n_best must be between 1 and beam_size={self.beam_size}, got {self.n_best}"
-            )
+        check_n_best(self.n_best, self.beam_size)
         if self.max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {self.max_len}")
         if self.beam_size > vocab_size:

@@ -1,15 +1,18 @@
 """What every input goes through before a decoder sees it, images and videos alike.
 
-The error types, the check of a path given as input (:func:`check_local_file`), the byte
-limit check and the magic-byte sniffing of video containers live here, so that images
-(:mod:`captioner.media`) and videos (:mod:`captioner.video`) refuse the same bad input
-with the same message. Nothing here decodes anything or imports a decoder.
+The error types, the walk from command-line inputs to files (:func:`expand_paths`), the check
+of a path given as input (:func:`check_local_file`), the byte limit check and the magic-byte
+sniffing of video containers live here, so that images (:mod:`captioner.media`) and videos
+(:mod:`captioner.video`) refuse the same bad input with the same message. Nothing here decodes
+anything or imports a decoder.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 __all__ = [
@@ -18,6 +21,7 @@ __all__ = [
     "check_byte_count",
     "check_local_file",
     "describe_video",
+    "expand_paths",
     "sniff_video_format",
 ]
 
@@ -50,6 +54,56 @@ def check_byte_count(n: int, max_bytes: int, name: str, what: str, at_least: boo
         )
 
 
+def expand_paths(
+    inputs: Iterable[str | os.PathLike], suffixes: frozenset[str]
+) -> tuple[list[Path], list[str]]:
+    """Files, folders (recursive, ``suffixes`` only, sorted) and glob patterns -> file paths.
+
+    Returns the paths in a stable order without duplicates, and a list of the inputs that
+    matched nothing (for the caller to report). A broken symbolic link found in a folder or
+    by a pattern is returned like a file, so that it gets its own error row (see
+    :func:`check_local_file`) instead of vanishing from the output.
+    """
+    seen: set[Path] = set()
+    out: list[Path] = []
+    unmatched: list[str] = []
+
+    def add(p: Path) -> None:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+
+    for item in inputs:
+        text = str(item)
+        p = Path(text)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if _file_or_broken_link(f, suffixes))
+            if not found:
+                unmatched.append(text)
+            for f in found:
+                add(f)
+        elif p.exists():
+            add(p)  # an explicitly named file is tried whatever its suffix
+        elif glob.has_magic(text):
+            found = sorted(Path(m) for m in glob.glob(text, recursive=True))
+            matches = [m for m in found if _file_or_broken_link(m)]
+            if not matches:
+                unmatched.append(text)
+            for m in matches:
+                add(m)
+        else:
+            unmatched.append(text)
+    return out, unmatched
+
+
+def _file_or_broken_link(path: Path, suffixes: frozenset[str] | None = None) -> bool:
+    """A regular file (or a link to one), or a dangling link; with ``suffixes``, of those only."""
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        return False
+    return path.is_file() or (path.is_symlink() and not path.exists())
+
+
 def check_local_file(
     source: str | os.PathLike, what: str, max_bytes: int, name: str | None = None
 ) -> Path:
@@ -61,7 +115,8 @@ def check_local_file(
     decoder can read a ``name:`` prefix as a protocol.
 
     Raises:
-        MediaError: a URL, a missing file, a directory, not a regular file, or too large.
+        MediaError: a URL, a missing file, a broken link, a directory, not a regular file, or
+            too large.
     """
     text = os.fspath(source)
     if isinstance(text, bytes):
@@ -76,6 +131,11 @@ def check_local_file(
     try:
         info = path.stat()
     except (FileNotFoundError, NotADirectoryError):
+        if path.is_symlink():
+            raise MediaError(
+                f"{shown} is a broken symbolic link (to {os.readlink(path)}, which does not "
+                "exist); fix the link or remove it"
+            ) from None
         raise MediaError(f"no such file: {shown}; check the path") from None
     except OSError as exc:
         raise MediaError(

@@ -16,6 +16,7 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from captioner import ActivityClassifier, Captioner, MediaError, UnsupportedFormat
+from captioner.inference import check_n_best
 from service.middleware import ACTIVITY_ROUTE, CAPTION_ROUTE
 from service.pages import add_pages
 from service.runtime import ActivityJob, CaptionJob, Runtime, Timed
@@ -99,9 +100,8 @@ def _summary(model: Captioner | ActivityClassifier, task: str) -> dict[str, Any]
         out["vocabulary_size"] = len(model.vocab)
     else:
         out["classes"] = list(model.classes)
-    metrics = model.manifest.get("metrics")
-    if isinstance(metrics, dict):
-        out["metrics"] = public_figures(metrics)
+    if model.metrics:
+        out["metrics"] = public_figures(model.metrics)
     return out
 
 
@@ -131,7 +131,7 @@ def public_figures(value: Any) -> Any:
 
 
 def _model_info(model: Captioner | ActivityClassifier, task: str) -> dict[str, Any]:
-    return {"name": model.name, "version": str(model.manifest.get("version", "")), "task": task}
+    return {"name": model.name, "version": model.version, "task": task}
 
 
 def _timings(decode_ms: float, submitted: float, timed: Timed, t0: float) -> dict[str, Any]:
@@ -171,14 +171,15 @@ def _check_search(model: Captioner, s: Settings, beam_size: int | None, n_best: 
     beam = beam_size or model.default_search.beam_size
     if beam > s.max_beam_size:
         raise HTTPException(422, f"beam_size {beam} is above this server's {s.max_beam_size}")
-    if n_best > beam:
-        raise HTTPException(422, f"n_best ({n_best}) cannot exceed beam_size ({beam})")
+    try:
+        check_n_best(n_best, beam)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
 
 
 def _caption_item(result: Any, probe: ImageProbe | None) -> dict[str, Any]:
     """One image's answer, from its CaptionResult and its header probe."""
-    item = result.to_dict()
-    item.pop("finished", None)
+    item = result.to_record(details=True)
     if probe is not None:  # the size as the picture is shown, after EXIF rotation
         item.update(width=probe.width, height=probe.height)
     return item
@@ -261,10 +262,10 @@ def _timeline_options(
     model: ActivityClassifier, window: float | None, stride: float | None
 ) -> tuple[float, float]:
     """The timeline's window and stride, the model's defaults filled in, checked."""
-    window, stride = model.timeline_window(window, stride)
-    if stride > window:
-        raise HTTPException(422, f"stride ({stride}) must not exceed window ({window})")
-    return window, stride
+    try:  # resolves the defaults and checks them (captioner.inference.check_timeline)
+        return model.timeline_window(window, stride)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
 
 
 def _activity_item(result: Any) -> dict[str, Any]:

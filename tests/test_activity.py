@@ -19,14 +19,14 @@ import torch
 from PIL import Image
 
 import captioner
-import captioner.training.activity as activity_training
+import captioner.data.features as feature_caches
 from captioner.bundle import load_bundle, read_manifest
 from captioner.cli import main
 from captioner.data.motion import CLASSES
 from captioner.evaluation import evaluate_activity, plot_confusion
 from captioner.inference import ActivityClassifier, ActivityResult
 from captioner.training.activity import ActivityOptions, train_activity
-from captioner.training.loop import TrainConfig
+from captioner.training.loop import RunConfig, TrainConfig
 
 OPTS = ActivityOptions(
     num_frames=4, train_samples=2, hidden_dim=16, embed_dim=16, cell_dim=8, batch_size=8
@@ -38,15 +38,15 @@ DURATION = 1.0  # 12 frames at the generator's default 12 fps
 @contextmanager
 def count_clip_encodes() -> Iterator[list[int]]:
     """Record how many videos each call of the clip encoder (feature cache) is given."""
-    real = activity_training.encode_clips
+    real = feature_caches.encode_clips
     seen: list[int] = []
 
-    def spy(encoder, clips, device):
+    def spy(encode, clips):
         seen.append(clips.size(0))
-        return real(encoder, clips, device)
+        return real(encode, clips)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(activity_training, "encode_clips", spy)
+        mp.setattr(feature_caches, "encode_clips", spy)
         yield seen
 
 
@@ -74,12 +74,8 @@ def train(motion: Path, out: Path, cache: Path) -> Path:
         motion / "train",
         motion / "val",
         out,
-        encoder_name="toy",
         opts=OPTS,
-        train_cfg=CFG,
-        device="cpu",
-        cache_root=cache,
-        workers=0,
+        run=RunConfig(train_cfg=CFG, encoder_name="toy", device="cpu", cache_root=cache, workers=0),
     )
 
 
@@ -212,6 +208,47 @@ def test_a_bad_video_raises_a_media_error_naming_the_problem(clf, tmp_path) -> N
     text.write_text("hello\n")
     with pytest.raises(captioner.MediaError, match="text file"):
         clf.classify(text)
+
+
+def test_errors_return_gives_an_error_result_in_place_and_labels_the_rest(
+    clf, motion, tmp_path
+) -> None:
+    text = tmp_path / "notes.mp4"
+    text.write_text("hello\n")
+    good = clip(motion, "growing")
+    results = clf.classify([good, text, tmp_path / "missing.mp4"], errors="return")
+    assert isinstance(results[0], ActivityResult)
+    assert results[0].label == clf.classify(good).label
+    bad = results[1]
+    assert isinstance(bad, captioner.ErrorResult) and "text file" in bad.error
+    assert bad.to_record() == {"path": str(text), "error": bad.error}
+    assert isinstance(results[2], captioner.ErrorResult)
+    with pytest.raises(captioner.MediaError):  # the default stays "raise"
+        clf.classify([good, text])
+    with pytest.raises(ValueError, match="errors must be"):
+        clf.classify(good, errors="skip")
+
+
+def test_the_model_is_callable_like_classify(clf, motion) -> None:
+    assert clf(clip(motion), top_k=2) == clf.classify(clip(motion), top_k=2)
+
+
+def test_bad_timeline_options_are_refused_before_any_video_is_read(clf, tmp_path) -> None:
+    missing = tmp_path / "never-read.mp4"
+    with pytest.raises(ValueError, match="stride .* is longer than the window"):
+        clf.classify(missing, timeline=True, window=0.5, stride=1.0)
+    with pytest.raises(ValueError, match="window must be a positive number"):
+        clf.classify(missing, timeline=True, window=-1.0)
+    with pytest.raises(ValueError, match="longer than the window"):  # the default window, 2 s
+        clf.timeline_window(None, 5.0)
+
+
+def test_activity_records_are_rounded_and_match_the_result(clf, motion) -> None:
+    res = clf.classify(clip(motion), timeline=True, window=0.5, stride=0.25)
+    res.score, res.top_k[0]["score"] = 0.123456789, 0.123456789
+    record = res.to_record()
+    assert record["score"] == 0.1235 and record["top_k"][0]["score"] == 0.1235
+    assert record["label"] == res.label and len(record["timeline"]) == len(res.timeline)
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -260,3 +260,10 @@ def test_data_scenes_writes_the_four_splits(tmp_path, capsys) -> None:
         assert len(doc["annotations"]) >= 4 * n
         for image in doc["images"]:
             assert (out / "images" / image["file_name"]).is_file()
+
+
+def test_a_misspelt_run_option_is_refused_naming_the_options(tiny_captioner, tmp_path) -> None:
+    from captioner.batch import caption_files
+
+    with pytest.raises(TypeError, match=r"\['wrkers'\].*batch_size, workers"):
+        caption_files([str(tmp_path)], model=tiny_captioner, wrkers=0)

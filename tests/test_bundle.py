@@ -16,6 +16,7 @@ from captioner.bundle import (
     TASKS,
     Bundle,
     BundleError,
+    Decoding,
     EncoderEntry,
     Manifest,
     load_bundle,
@@ -41,12 +42,8 @@ def _weights() -> dict[str, dict[str, torch.Tensor]]:
 
 
 def _manifest() -> dict:
-    return {
-        "task": "caption",
-        "encoder": {"name": "efficientnet_lite0"},
-        "vocab": ["<pad>", "<start>", "<end>", "<unk>", "dog"],
-        "metrics": {"cider": 0.5},
-    }
+    """A valid caption manifest (a bundle whose manifest does not parse cannot be opened)."""
+    return {**_caption_dict(), "metrics": {"cider": 0.5}}
 
 
 @pytest.fixture
@@ -92,7 +89,7 @@ def test_load_accepts_the_manifest_path(bundle_dir) -> None:
 def test_saving_again_replaces_the_bundle(bundle_dir) -> None:
     weights = _weights()
     weights["decoder.safetensors"]["out.bias"] = torch.zeros(10)
-    save_bundle(bundle_dir, {**_manifest(), "task": "activity"}, weights)
+    save_bundle(bundle_dir, _activity_dict(), weights)
     bundle = load_bundle(bundle_dir)
     assert bundle.task == "activity"
     assert torch.equal(bundle.weights["decoder.safetensors"]["out.bias"], torch.zeros(10))
@@ -321,6 +318,33 @@ def test_missing_optional_fields_get_the_loaders_defaults() -> None:
     assert caption.encoder.preprocess.interpolation == "bicubic"
     activity = Manifest.from_dict(_activity_dict())
     assert (activity.name, activity.num_frames, activity.tokens) == ("activity", 16, [])
+
+
+def test_a_bundle_parses_its_manifest_once_when_opened(bundle_dir) -> None:
+    bundle = load_bundle(bundle_dir)
+    assert bundle.spec is bundle.spec and bundle.task == bundle.spec.task == "caption"
+    manifest = json.loads((bundle_dir / MANIFEST).read_text())
+    manifest["decoding"] = {"beam_size": "3"}
+    (bundle_dir / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="'decoding.beam_size' must be a positive integer"):
+        load_bundle(bundle_dir)  # on opening, not on first use
+
+
+def test_the_search_defaults_fill_what_the_manifest_leaves_out() -> None:
+    spec = Manifest.from_dict({**_caption_dict(), "decoding": {"max_len": 9}})
+    assert spec.search == Decoding(beam_size=3, max_len=9, length_penalty=0.0)
+    assert Decoding.from_dict({}) == Decoding()
+
+
+def test_clip_seconds_are_typed_and_checked() -> None:
+    d = _activity_dict()
+    d["sampling"] = {"num_frames": 8, "clip_seconds": {"min": 1, "median": 2.5}}
+    assert Manifest.from_dict(d).clip_seconds == {"min": 1.0, "median": 2.5}
+    d["sampling"]["clip_seconds"] = None  # the training videos could not be probed
+    assert Manifest.from_dict(d).clip_seconds is None
+    d["sampling"]["clip_seconds"] = {"min": 0, "median": 2}
+    with pytest.raises(BundleError, match="'sampling.clip_seconds.min' must be a positive"):
+        Manifest.from_dict(d)
 
 
 def test_unknown_fields_are_kept() -> None:

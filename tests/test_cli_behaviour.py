@@ -1,11 +1,15 @@
 """The command line as users expect it: version, -q/-v anywhere, early and one-line refusals,
-stderr notes, CSV with n-best, resumable CSV headers, a full disk, progress bars."""
+stderr notes, CSV with n-best, resumable CSV headers, a full disk, progress bars, broken links,
+file permissions, help texts that tell the truth, and --help / --version without torch."""
 
 from __future__ import annotations
 
 import csv
 import json
 import logging
+import os
+import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +22,8 @@ from captioner import progress
 from captioner.cli import main
 from tests.conftest import save_image
 from tests.test_batch_cli import fast_load, read_jsonl, run  # noqa: F401  (fixture)
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -159,3 +165,124 @@ def test_help_shows_defaults(capsys) -> None:
     text = " ".join(capsys.readouterr().out.split())
     assert "labels listed per video (default: 5)" in text
     assert "timeline window, seconds (default: the length of the model's training clips" in text
+
+
+# -- refusals and rows -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["caption", "activity"])
+def test_resume_without_out_is_refused(command, no_model, tmp_path, caplog) -> None:
+    img = save_image(tmp_path / "a.jpg", seed=1)
+    assert main([command, str(img), "--resume"]) == 2
+    assert "--resume needs --out: add --out" in one_error_line(caplog)
+
+
+@pytest.mark.usefixtures("fast_load")
+def test_a_broken_symlink_in_a_folder_gets_an_error_row(tiny_bundle, tmp_path) -> None:
+    album = tmp_path / "album"
+    good = save_image(album / "a.jpg", seed=1)
+    (album / "b.jpg").symlink_to(tmp_path / "moved-away.jpg")
+    out = tmp_path / "out.jsonl"
+    assert run(tiny_bundle, str(album), "--out", str(out)) == 0
+    rows = read_jsonl(out)
+    assert [r["path"] for r in rows] == [str(good), str(album / "b.jpg")]
+    assert rows[0]["caption"] and "broken symbolic link" in rows[1]["error"]
+
+
+@pytest.mark.usefixtures("fast_load")
+def test_output_files_get_the_usual_permissions(tiny_bundle, tmp_path) -> None:
+    """Readable by others as any file the user writes (umask 022 -> 0644), not private."""
+    img = save_image(tmp_path / "a.jpg", seed=1)
+    old = os.umask(0o022)
+    try:
+        for name in ("out.jsonl", "out.csv", "out.part-0-of-1.jsonl"):
+            assert run(tiny_bundle, str(img), "--out", str(tmp_path / name)) == 0
+        assert (
+            main(
+                [
+                    "merge",
+                    str(tmp_path / "out.part-0-of-1.jsonl"),
+                    "--out",
+                    str(tmp_path / "m.jsonl"),
+                ]
+            )
+            == 0
+        )
+    finally:
+        os.umask(old)
+    for name in ("out.jsonl", "out.csv", "m.jsonl"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+
+
+def test_data_commands_name_the_extra_they_need(monkeypatch, tmp_path, caplog) -> None:
+    monkeypatch.setitem(sys.modules, "skimage", None)  # as if scikit-image were not installed
+    assert main(["data", "scenes", "--out", str(tmp_path / "d"), "--n-train", "1"]) == 2
+    assert "pip install 'captioner[data]'" in one_error_line(caplog)
+    assert not (tmp_path / "d").exists()
+
+
+# -- help and version: true, complete, and without torch -------------------------------------
+
+
+def _commands(parser=None, prefix=()) -> list[tuple[str, ...]]:
+    """Every command path of the parser: (), ("caption",), ("data", "scenes"), ..."""
+    import argparse
+
+    from captioner.cli import build_parser
+
+    parser = parser or build_parser()
+    paths = [prefix]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                paths += _commands(sub, (*prefix, name))
+    return paths
+
+
+def _imports(*args: str) -> tuple[str, set[str]]:
+    """Run ``python -m captioner ARGS`` and list every module it imported (-X importtime),
+    also in the process ``captioner serve`` hands over to."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "captioner", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("import time:")]
+    return done.stdout, {ln.rsplit("|", 1)[1].strip() for ln in lines}
+
+
+@pytest.mark.parametrize("command", _commands(), ids=lambda c: " ".join(c) or "captioner")
+def test_help_imports_no_torch(command) -> None:
+    out, modules = _imports(*command, "--help")
+    assert "usage:" in out
+    assert "torch" not in modules and "skimage" not in modules
+
+
+def test_version_imports_no_torch() -> None:
+    out, modules = _imports("--version")
+    assert out.strip() == f"captioner {captioner.__version__}"
+    assert "torch" not in modules
+
+
+def test_help_names_the_shipped_models_defaults(capsys) -> None:
+    decoding = json.loads((ROOT / "weights/caption-default/manifest.json").read_text())["decoding"]
+    with pytest.raises(SystemExit):
+        main(["caption", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    # The records as they are today, not the {path, caption, log_prob} of long ago.
+    assert "{path, caption, log_prob, confidence, tags, out_of_domain, domain_distance}" in text
+    assert f"(default: the bundle's, {decoding['max_len']} for the shipped model)" in text
+    assert f"beam width (default: the bundle's, {decoding['beam_size']} for the shipped" in text
+    assert "(needs --out)" in text
+
+
+def test_help_shows_zero_defaults_too(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["data", "scenes", "--help"])
+    assert "the same seed gives the same files (default: 0)" in " ".join(
+        capsys.readouterr().out.split()
+    )

@@ -84,7 +84,7 @@ def _probs(encoder, image: np.ndarray) -> torch.Tensor:
     x = encoder.preprocess.normalize(encoder.preprocess.to_uint8(Image.fromarray(image))[None])
     with torch.inference_mode():
         _, pooled = encoder(x)
-    return encoder.classify(pooled)[0]
+    return encoder.head(pooled)[0]
 
 
 def test_the_default_encoder_head_knows_a_cat_and_a_coffee(lite0) -> None:
@@ -110,4 +110,3 @@ def test_the_head_changes_no_state_dict(lite0) -> None:
 def test_encoders_without_a_head_give_no_probabilities() -> None:
     toy = build_encoder("toy")
     assert toy.head is None
-    assert toy.classify(torch.zeros(1, toy.feature_dim)) is None

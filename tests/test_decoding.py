@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from captioner.decoding import SearchConfig, beam_search, decode, greedy_search, suppress_ids
+from captioner.decoding import (
+    SearchConfig,
+    beam_search,
+    check_n_best,
+    decode,
+    greedy_search,
+    suppress_ids,
+)
 from captioner.models.caption import CaptionDecoder, CaptionDecoderConfig
 
 V = 12
@@ -135,6 +142,25 @@ def test_bad_options_are_refused():
         beam_search(model, feats, SearchConfig(beam_size=2, n_best=3))
     with pytest.raises(ValueError, match="beam_size"):
         beam_search(model, feats, SearchConfig(beam_size=0))
+
+
+def test_the_n_best_check_names_the_option_and_the_beam():
+    check_n_best(3, 3)
+    with pytest.raises(ValueError, match=r"--n-best 4 is more than the beam size \(3\)"):
+        check_n_best(4, 3, option="--n-best")
+    with pytest.raises(ValueError, match="n_best must be at least 1"):
+        SearchConfig(n_best=0).validate(10)
+
+
+def test_a_bare_search_has_the_bundles_default_options():
+    from captioner.bundle import Decoding
+
+    d, cfg = Decoding(), SearchConfig()
+    assert (cfg.beam_size, cfg.max_len, cfg.length_penalty) == (
+        d.beam_size,
+        d.max_len,
+        d.length_penalty,
+    )
 
 
 def test_position_embeddings_tell_cells_apart_and_check_the_grid():

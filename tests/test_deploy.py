@@ -4,8 +4,8 @@ The Dockerfile and docker-compose.yml cannot be built here, so these tests read 
 what would break a deployment: a compose target with no matching stage, a health check on the
 wrong port or route, a root user, a GPU reservation compose would refuse, a `${VAR}` with no
 default, an environment variable the service does not know, a bundle path outside the mounted
-volume, torch pins that drift from pyproject.toml. With the `docker compose` CLI present, the
-file also goes through `docker compose config`.
+volume, a torch that is not the tested one (constraints.txt). With the `docker compose` CLI
+present, the file also goes through `docker compose config`.
 """
 
 from __future__ import annotations
@@ -200,22 +200,36 @@ def test_image_healthcheck_probes_readyz_on_the_served_port(target):
     assert start and seconds(start[1]) >= 60, "warm-up needs a start period"
 
 
+def constraints() -> dict[str, str]:
+    """constraints.txt: package name -> the exact tested version."""
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[name.strip().lower()] = version.strip()
+    return pins
+
+
 @pytest.mark.parametrize("target", TARGETS)
-def test_image_installs_the_pinned_torch_from_the_right_index(target):
+def test_image_installs_the_tested_torch_from_the_right_index(target):
     global_args, stages = read_dockerfile()
-    pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    for package, arg in (("torch", "TORCH_VERSION"), ("torchvision", "TORCHVISION_VERSION")):
-        assert f"{package}=={global_args[arg]}" in pins, f"Dockerfile {arg} differs from pyproject"
+    assert {"torch", "torchvision"} <= set(constraints())
     runs = [rest for kw, rest in _build_steps(stages, target) if kw == "RUN"]
-    torch_run = next(r for r in runs if "torch==${TORCH_VERSION}" in r)
+    torch_run = next(r for r in runs if re.search(r"\btorch torchvision\b", r))
+    assert "-c /src/constraints.txt" in torch_run, "torch must be the tested version"
     index = "whl/cpu" if target == "cpu" else "whl/${TORCH_CUDA}"
     assert f"https://download.pytorch.org/{index}" in torch_run
     if target == "cuda":
         assert re.fullmatch(r"cu\d+", global_args["TORCH_CUDA"])
         assert global_args["TORCH_CUDA"].startswith("cu12"), "base image is CUDA 12"
-    declared = {rest for kw, rest in _build_steps(stages, target) if kw == "ARG"}
-    assert {"TORCH_VERSION", "TORCHVISION_VERSION"} <= declared, "global ARGs need redeclaring"
-    assert any(re.search(r"pip install (\S+ )*/src\b", r) for r in runs), "project not installed"
+        declared = {rest for kw, rest in _build_steps(stages, target) if kw == "ARG"}
+        assert "TORCH_CUDA" in declared, "global ARGs need redeclaring"
+    copies = [rest.split() for kw, rest in _build_steps(stages, target) if kw == "COPY"]
+    assert any(c[0] == "constraints.txt" and c[-1].startswith("/src") for c in copies)
+    # The project itself: the runtime only (no [data], no [dev]) at the tested versions.
+    (install,) = [r for r in runs if re.search(r"pip install (\S+ )*/src(\[\S*\])?$", r.strip())]
+    assert "-c /src/constraints.txt" in install and "/src[" not in install
 
 
 def _build_steps(stages: dict[str, Stage], target: str) -> list[tuple[str, str]]:
@@ -237,16 +251,19 @@ def test_the_installed_package_includes_the_service():
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_image_bundles_point_into_the_copied_weights(target):
+def test_image_serves_the_bundles_installed_in_the_package(target):
+    """weights/ is copied beside the source (captioner/_weights links to it) so that the
+    bundles install as package data; the image sets no bundle path of its own."""
     _, stages = read_dockerfile()
+    copies = [rest.split() for kw, rest in _build_steps(stages, target) if kw == "COPY"]
+    assert ["weights", "/src/weights"] in [[c[0].rstrip("/"), c[-1].rstrip("/")] for c in copies]
+    assert (ROOT / "captioner" / "_weights").resolve() == (ROOT / "weights").resolve()
     steps = chain(stages, target)
+    assert not any(
+        kw == "COPY" and "--from" not in rest and "weights" in rest for kw, rest in steps
+    )
     env = env_vars(steps)
-    assert any(kw == "COPY" and rest.split()[-1].rstrip("/") == "/weights" for kw, rest in steps)
-    bundles = {k: v for k, v in env.items() if k.endswith("_BUNDLE")}
-    assert set(bundles) == {"CAPTIONER_CAPTION_BUNDLE", "CAPTIONER_ACTIVITY_BUNDLE"}
-    for key, path in bundles.items():
-        assert path.startswith("/weights/"), f"{key}={path} is outside /weights"
-    _assert_enabled_bundles_shipped(env, mount_source=ROOT / "weights")
+    assert not {k for k in env if k.endswith("_BUNDLE")}, "the image's own bundles are served"
 
 
 def test_dockerignore_keeps_local_state_out_but_not_what_the_image_needs():
@@ -263,6 +280,7 @@ def test_dockerignore_keeps_local_state_out_but_not_what_the_image_needs():
         assert ignored(path), f"{path} would be sent to the Docker daemon"
     for path in (
         "pyproject.toml",
+        "constraints.txt",
         "README.md",
         "captioner/cli/__init__.py",
         "service/app.py",

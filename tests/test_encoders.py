@@ -16,6 +16,7 @@ from captioner.encoders import (
     EncoderError,
     Preprocess,
     build_encoder,
+    efficientnet_lite,
     load_lite0_classifier,
 )
 
@@ -94,8 +95,8 @@ def test_encoder_features_are_the_classifiers_features(encoder, classifier, phot
 
 
 def test_lukemelas_keys_map_onto_every_timm_key(classifier) -> None:
-    raw = torch.load(encoders._lite0_file(), map_location="cpu", weights_only=True)
-    renamed = {encoders._rename_lukemelas(k): v for k, v in raw.items()}
+    raw = torch.load(efficientnet_lite._lite0_file(), map_location="cpu", weights_only=True)
+    renamed = {efficientnet_lite._rename_lukemelas(k): v for k, v in raw.items()}
     assert len(renamed) == len(raw)  # no two keys collapse into one
     own = classifier.state_dict()
     assert set(renamed) == set(own)
@@ -104,7 +105,7 @@ def test_lukemelas_keys_map_onto_every_timm_key(classifier) -> None:
 
 def test_rename_refuses_an_unknown_key() -> None:
     with pytest.raises(KeyError):
-        encoders._rename_lukemelas("_mystery.weight")
+        efficientnet_lite._rename_lukemelas("_mystery.weight")
 
 
 # --------------------------------------------------------------------------- freezing
@@ -132,7 +133,9 @@ def test_frozen_encoder_keeps_batchnorm_in_eval_mode(encoder, photos) -> None:
 
 def test_trainable_blocks_unfreezes_only_the_last_blocks(classifier, monkeypatch) -> None:
     # Reuse the loaded classifier instead of reading the weights file again (speed).
-    monkeypatch.setattr(encoders, "load_lite0_classifier", lambda: copy.deepcopy(classifier))
+    monkeypatch.setattr(
+        efficientnet_lite, "load_lite0_classifier", lambda: copy.deepcopy(classifier)
+    )
     enc = build_encoder("efficientnet_lite0", trainable_blocks=2)
     flags = {n: p.requires_grad for n, p in enc.named_parameters()}
     assert any(flags.values())
@@ -146,7 +149,9 @@ def test_trainable_blocks_unfreezes_only_the_last_blocks(classifier, monkeypatch
 
 
 def test_trainable_blocks_include_the_head_conv(classifier, monkeypatch) -> None:
-    monkeypatch.setattr(encoders, "load_lite0_classifier", lambda: copy.deepcopy(classifier))
+    monkeypatch.setattr(
+        efficientnet_lite, "load_lite0_classifier", lambda: copy.deepcopy(classifier)
+    )
     enc = build_encoder("efficientnet_lite0", trainable_blocks=2)
     head = {n: p.requires_grad for n, p in enc.named_parameters() if "conv_head" in n}
     assert head and all(head.values())
@@ -157,11 +162,11 @@ def test_trainable_blocks_include_the_head_conv(classifier, monkeypatch) -> None
 
 def test_tampered_weights_file_is_refused(tmp_path, monkeypatch) -> None:
     bad = tmp_path / "efficientnet-lite0-57934424.pth"
-    shutil.copyfile(encoders._lite0_file(), bad)
+    shutil.copyfile(efficientnet_lite._lite0_file(), bad)
     raw = bytearray(bad.read_bytes())
     raw[len(raw) // 2] ^= 0x01  # inside tensor data: torch.load alone would not notice
     bad.write_bytes(bytes(raw))
-    monkeypatch.setattr(encoders, "_lite0_file", lambda: bad)
+    monkeypatch.setattr(efficientnet_lite, "_lite0_file", lambda: bad)
     with pytest.raises(EncoderError, match="sha256") as info:
         load_lite0_classifier()
     assert LITE0_SHA256 in str(info.value)
@@ -275,7 +280,9 @@ def test_grid_cells_are_computed_once_per_input_size() -> None:
 
 
 def test_grid_cells_leave_training_batchnorm_alone(classifier, monkeypatch) -> None:
-    monkeypatch.setattr(encoders, "load_lite0_classifier", lambda: copy.deepcopy(classifier))
+    monkeypatch.setattr(
+        efficientnet_lite, "load_lite0_classifier", lambda: copy.deepcopy(classifier)
+    )
     enc = build_encoder("efficientnet_lite0", trainable_blocks=1).train()
     bn = enc.trunk.model.bn2  # in the trainable head, so in train mode
     assert bn.training

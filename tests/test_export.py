@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import stat
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import captioner
 from captioner.bundle import save_bundle
 from captioner.cli import main
 from captioner.export import ExportedCaptioner
+from captioner.files import default_file_mode
 from captioner.inference import default_bundle_dir
 
 # Tests that export are slow: the EfficientNet encoder is exported once per format (~30 s).
@@ -99,6 +101,10 @@ def test_export_json_describes_the_graphs(exported: Path, eager) -> None:
     }
     for graph in meta["graphs"].values():
         assert (exported / graph["file"]).stat().st_size > 0
+    # Every file as a plain open() would make it: head.safetensors used to be 0600.
+    modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in exported.iterdir()}
+    assert "head.safetensors" in modes
+    assert modes == dict.fromkeys(modes, default_file_mode())
 
 
 def _greedy_with_onnxruntime(folder: Path, image: Path) -> str:
@@ -172,7 +178,7 @@ def test_onnx_without_its_packages_says_what_to_install(
 
 
 def test_the_onnx_exporters_chatter_shows_only_under_verbose(caplog) -> None:
-    from captioner.export import _quiet_exporter
+    from captioner.export.writer import _quiet_exporter
 
     chatter = logging.getLogger("onnx_ir.passes.common.unused_removal")
     with caplog.at_level(logging.INFO):

@@ -10,7 +10,7 @@ import torch
 import captioner
 from captioner.encoders import build_encoder
 from captioner.training.caption import CaptionModelOptions, train_caption
-from captioner.training.loop import TrainConfig
+from captioner.training.loop import RunConfig, TrainConfig
 from tests.test_training import subset_copy
 
 
@@ -31,10 +31,12 @@ def test_fine_tuning_trains_only_the_last_block_and_ships_it(scene_data: Path, t
         data / "images",
         tmp_path / "bundle",
         model_opts=opts,
-        train_cfg=TrainConfig(epochs=1, progress=False, lr=1e-2),
-        device="cpu",
-        cache_root=tmp_path / "cache",
-        workers=0,
+        run=RunConfig(
+            train_cfg=TrainConfig(epochs=1, progress=False, lr=1e-2),
+            device="cpu",
+            cache_root=tmp_path / "cache",
+            workers=0,
+        ),
     )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["encoder"]["fine_tuned_blocks"] == 1

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from captioner.intake import check_local_file
+from captioner.intake import check_local_file, expand_paths
 from captioner.media import ImageLimits, MediaError, UnsupportedFormat, decode_image
 from captioner.video import VideoLimits, probe_video
 
@@ -105,3 +105,30 @@ def test_real_images_still_decode() -> None:
     buf = io.BytesIO()
     Image.new("RGB", (8, 6), (10, 200, 30)).save(buf, "PNG")
     assert decode_image(buf.getvalue()).size == (8, 6)
+
+
+# -- walking the inputs ----------------------------------------------------------------------
+
+
+def test_a_broken_link_in_a_folder_or_pattern_is_listed_not_dropped(tmp_path: Path) -> None:
+    from captioner.media import IMAGE_SUFFIXES
+
+    album = tmp_path / "album"
+    album.mkdir()
+    (album / "a.jpg").write_bytes(b"x")
+    (album / "b.jpg").symlink_to(tmp_path / "gone.jpg")  # dangling
+    (album / "c.txt").symlink_to(tmp_path / "gone.txt")  # dangling, and not an image name
+    (album / "d.png").symlink_to(album / "a.jpg")  # a good link to a file already listed
+    found, unmatched = expand_paths([album], IMAGE_SUFFIXES)
+    assert found == [album / "a.jpg", album / "b.jpg"] and unmatched == []
+    found, unmatched = expand_paths([str(album / "*.jpg")], IMAGE_SUFFIXES)
+    assert found == [album / "a.jpg", album / "b.jpg"] and unmatched == []
+
+
+def test_a_broken_link_is_refused_as_one(tmp_path: Path) -> None:
+    link = tmp_path / "b.jpg"
+    link.symlink_to(tmp_path / "gone.jpg")
+    message = refusal(lambda: check_local_file(link, "image", 10))
+    assert f"{link} is a broken symbolic link (to {tmp_path / 'gone.jpg'}" in message
+    assert "fix the link or remove it" in message
+    assert "broken symbolic link" in refusal(lambda: probe_video(link))

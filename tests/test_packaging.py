@@ -1,4 +1,6 @@
-"""A normal (non-editable) install: the wheel carries the shipped bundles and loads them.
+"""A normal (non-editable) install: the wheel carries the shipped bundles and loads them; the
+base install is the runtime only, the extras bring the rest, and the tested versions are pinned
+in constraints.txt, which every install of `make` uses.
 
 The wheel is built from a copy of the project's files with the venv's own setuptools (offline),
 installed with ``pip --target`` into a temporary folder, and used from a subprocess whose
@@ -9,15 +11,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
-
-pytestmark = pytest.mark.slow
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "scene-0.jpg"
@@ -68,6 +72,7 @@ def _run(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_the_wheel_carries_both_shipped_bundles(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
@@ -81,6 +86,7 @@ def test_the_wheel_carries_both_shipped_bundles(wheel: Path) -> None:
         assert packed == shipped
 
 
+@pytest.mark.slow
 def test_the_installed_package_loads_its_shipped_bundles(site: Path, tmp_path: Path) -> None:
     code = (
         "import captioner\n"
@@ -100,6 +106,7 @@ def test_the_installed_package_loads_its_shipped_bundles(site: Path, tmp_path: P
     assert (caption_type, activity_type) == ("Captioner", "ActivityClassifier")
 
 
+@pytest.mark.slow
 def test_the_installed_defaults_load_and_caption(site: Path, tmp_path: Path) -> None:
     code = "import captioner; m = captioner.load(device='cpu'); print(type(m).__name__)"
     done = _run(site, tmp_path, "-c", code)
@@ -111,3 +118,114 @@ def test_the_installed_defaults_load_and_caption(site: Path, tmp_path: Path) -> 
     assert row["caption"]
     # The concept table and the bundle's calibration are package data too.
     assert row["tags"][0]["name"] and row["out_of_domain"] is False
+
+
+# -- what each install brings, and at which versions ----------------------------------------
+
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+#: Libraries only the data generators, the tests, export or TensorBoard use.
+NOT_RUNTIME = {
+    "scikit-image",
+    "scipy",
+    "pytest",
+    "ruff",
+    "selenium",
+    "schemathesis",
+    "hypothesis",
+    "httpx",
+    "pycocoevalcap",
+    "onnx",
+    "onnxscript",
+    "onnxruntime",
+    "tensorboard",
+}
+
+
+def _requirements(lines: list[str]) -> dict[str, Requirement]:
+    return {canonicalize_name(r.name): r for r in map(Requirement, lines)}
+
+
+def _constraints() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            req = Requirement(line)
+            (spec,) = req.specifier
+            assert spec.operator == "==", f"constraints.txt pins exact versions: {line}"
+            pins[canonicalize_name(req.name)] = spec.version
+    return pins
+
+
+def test_the_base_install_is_the_runtime_only() -> None:
+    base = _requirements(PROJECT["dependencies"])
+    assert not set(base) & NOT_RUNTIME, "a data, test or export library in the base install"
+    extras = PROJECT["optional-dependencies"]
+    assert "scikit-image" in _requirements(extras["data"])
+    assert {"onnx", "onnxruntime"} <= set(_requirements(extras["export"]))
+    dev = _requirements(extras["dev"])
+    assert {"data", "export"} <= dev["captioner"].extras  # the tests need both
+    assert "pytest" in dev and "ruff" in dev
+
+
+def test_torch_is_a_range_and_constraints_hold_the_tested_versions() -> None:
+    base = _requirements(PROJECT["dependencies"])
+    pins = _constraints()
+    assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
+    for name in ("torch", "torchvision"):
+        assert all(s.operator != "==" for s in base[name].specifier), f"{name} pinned exactly"
+    declared = dict(base)
+    for extra in PROJECT["optional-dependencies"].values():
+        declared |= {k: v for k, v in _requirements(extra).items() if k != "captioner"}
+    for name, req in declared.items():
+        assert name in pins, f"{name} has no tested version in constraints.txt"
+        assert req.specifier.contains(pins[name], prereleases=True), (
+            f"constraints.txt's {name}=={pins[name]} is outside pyproject's {req.specifier}"
+        )
+
+
+def test_make_run_installs_the_base_and_every_install_uses_the_constraints() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    rules = dict(re.findall(r"^([\w$().-]+):([^=\n]*)$", makefile, re.M))
+    assert rules["run"].split() == ["$(BASE)"]
+    for target in ("test", "test-fast", "lint"):
+        assert rules[target].split() == ["$(DEV)"], target
+    installs = re.findall(r"^\t(.*pip install.*)$", makefile, re.M) + [
+        line for line in makefile.splitlines() if line.startswith("PIP ")
+    ]
+    assert installs and all("-c constraints.txt" in line or "$(PIP)" in line for line in installs)
+    assert re.search(r"^\$\(BASE\):.*\n\t\$\(PIP\) -e \.\n", makefile, re.M)
+    assert re.search(r"^\$\(DEV\):.*\n\t\$\(PIP\) -e '\.\[dev\]'\n", makefile, re.M)
+
+
+def test_ci_runs_the_lint_and_the_readme_test_command() -> None:
+    commands = [ln.strip() for ln in (ROOT / ".ci/run").read_text().splitlines()]
+    assert any(c.startswith("make lint") for c in commands)
+    assert any(c.startswith("make test") for c in commands)
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in readme and "make lint" in readme
+
+
+def test_no_runtime_module_imports_the_data_generators_libraries() -> None:
+    """With scikit-image and scipy missing, every module of the library and the service still
+    imports: only the generators' functions load them, when they run."""
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "for name in ('skimage', 'scipy'):\n"
+        "    sys.modules[name] = None  # `import skimage` now raises ImportError\n"
+        "import captioner, service\n"
+        "for pkg in (captioner, service):\n"
+        "    for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+        "        if not info.name.endswith('__main__'):\n"
+        "            importlib.import_module(info.name)\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,37 @@ def test_the_serve_synopsis_lists_every_flag() -> None:
         if option.startswith("--") and option != "--help"
     }
     assert flags and not {f for f in flags if f not in synopsis}
+
+
+def _model_card_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_model_card", ROOT / "scripts" / "make_model_card.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_the_model_card_photo_table_is_what_the_shipped_model_says() -> None:
+    pytest.importorskip("skimage", reason="the photographs come with the [data] extra")
+    assert _model_card_script().main(["--check"]) == 0, "run python scripts/make_model_card.py"
+
+
+def test_the_model_card_script_rewrites_only_its_table_and_flags_new_captions() -> None:
+    card = _model_card_script()
+    captions = {name: judged for name, (judged, _) in card.VERDICTS.items()}
+    body, unjudged = card.table(captions)
+    assert unjudged == [] and body.count("\n") == len(card.PHOTOS) + 1
+    readme = (ROOT / "README.md").read_text()
+    assert card.render(readme, body) == readme  # the README holds exactly this table
+    horse = "`horse` (a silhouette)"
+    body, unjudged = card.table({**captions, horse: "two dogs"})
+    assert unjudged == [horse]
+    changed = card.render(readme, body)
+    assert '| `horse` (a silhouette) | "two dogs" | not judged yet' in changed
+    before, after = readme.split(card.START)[0], readme.split(card.END)[1]
+    assert changed.startswith(before) and changed.endswith(after)

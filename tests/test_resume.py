@@ -171,3 +171,17 @@ def test_fit_saves_and_restores_rng_and_scaler_through_the_checkpoint(tmp_path, 
     assert calls == {"rng": [], "scaler": []}
     fit(NoiseTask(), TrainConfig(epochs=2, progress=False, monitor="score"), tmp_path, cpu, True)
     assert calls == {"rng": [saved["rng"]], "scaler": [saved["scaler"]]}
+
+
+def test_checkpoint_files_get_the_mode_of_a_plain_open(tmp_path) -> None:
+    # safetensors' save_file alone makes 0600 files; the checkpoint is shared like the bundle.
+    import stat
+
+    from captioner.files import default_file_mode
+
+    run(tmp_path)
+    files = [*(tmp_path / "checkpoint").iterdir(), tmp_path / "metrics.jsonl"]
+    assert {p.name for p in files} >= {"state.json", "best.safetensors", "model-3.safetensors"}
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {
+        p.name: default_file_mode() for p in files
+    }

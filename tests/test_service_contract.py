@@ -6,6 +6,7 @@ without paths, and a model runtime that knows nothing of HTTP.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import logging
 import re
@@ -221,12 +222,13 @@ def test_models_route_strips_paths_and_commands(tiny_captioner) -> None:
         "pairs": {"moving_left/moving_right": 1.0},
         "where": "novel.json",
     }
-    tiny_captioner.manifest["metrics"] = figures
+    spec = tiny_captioner.spec
+    tiny_captioner.spec = dataclasses.replace(spec, metrics=figures)
     try:
         with client_for(tiny_captioner) as c:
             shown = c.get("/v1/models").json()["models"]["caption"]["metrics"]
     finally:
-        del tiny_captioner.manifest["metrics"]
+        tiny_captioner.spec = spec
     assert shown == {
         "test": {"BLEU-4": 0.5, "images": 500},
         "plots": [0.25],

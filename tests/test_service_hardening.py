@@ -6,6 +6,7 @@ loaded per test; the encoder is built once per session by the ``tiny_captioner``
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 import time
@@ -78,13 +79,14 @@ def test_models_tells_name_version_task_and_figures_but_not_how_it_was_trained(
     tiny_captioner,
 ) -> None:
     secret = {"command": "captioner train --data /home/alice/private", "data": {"train": "/x"}}
-    tiny_captioner.manifest["training"] = secret
-    tiny_captioner.manifest["metrics"] = {"test": {"BLEU-4": 0.5}}
+    spec = tiny_captioner.spec
+    metrics = {"test": {"BLEU-4": 0.5}}
+    tiny_captioner.spec = dataclasses.replace(spec, training=secret, metrics=metrics)
     try:
         with client_for(tiny_captioner) as c:
             body = c.get("/v1/models").json()["models"]["caption"]
     finally:
-        del tiny_captioner.manifest["training"], tiny_captioner.manifest["metrics"]
+        tiny_captioner.spec = spec
     assert body == {
         "name": "tiny-test",
         "version": "1",

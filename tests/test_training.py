@@ -18,7 +18,7 @@ import captioner.training.caption as caption_training
 from captioner.evaluation import evaluate_caption
 from captioner.models.caption import CaptionDecoder, CaptionDecoderConfig
 from captioner.training.caption import CaptionModelOptions, CaptionTask, train_caption
-from captioner.training.loop import TrainConfig, fit
+from captioner.training.loop import RunConfig, TrainConfig, fit
 from captioner.vocab import Vocabulary
 from tests.conftest import save_image
 
@@ -45,11 +45,16 @@ def count_encodes() -> Iterator[list[int]]:
 
 
 def train(scene_data: Path, out: Path, cache: Path, **kwargs) -> Path:
-    options = dict(model_opts=OPTS, train_cfg=CFG, device="cpu", cache_root=cache, workers=0)
-    options["encoder_name"] = "toy"  # seeded random convs: the plumbing, not the features
-    options.update(kwargs)
+    """A run over ``scene_data``; ``kwargs`` replace fields of its :class:`RunConfig`."""
+    # The toy encoder: seeded random convs, for the plumbing, not the features.
+    run = RunConfig(train_cfg=CFG, encoder_name="toy", device="cpu", cache_root=cache, workers=0)
     return train_caption(
-        scene_data / "train.json", scene_data / "val.json", scene_data / "images", out, **options
+        scene_data / "train.json",
+        scene_data / "val.json",
+        scene_data / "images",
+        out,
+        model_opts=OPTS,
+        run=dataclasses.replace(run, **kwargs),
     )
 
 
@@ -290,3 +295,70 @@ def test_cosine_schedule_is_a_function_of_the_epoch() -> None:
     assert epoch_lr(TrainConfig(lr=3e-4), 7) == 3e-4
     with pytest.raises(ValueError, match="schedule"):
         epoch_lr(TrainConfig(schedule="step"), 1)
+
+
+# --------------------------------------------------------------------------- fit() checks first
+
+
+class _LinearTask:
+    """A one-weight task whose validation reports ``score``; counts the batches it hands out."""
+
+    def __init__(self, metric_names: tuple[str, ...] | None = ("score",)) -> None:
+        self.model = torch.nn.Linear(1, 1)
+        self.batches = 0
+        if metric_names is not None:
+            self.metric_names = metric_names
+
+    def train_batches(self, epoch: int) -> Iterator[torch.Tensor]:
+        self.batches += 1
+        yield torch.ones(2, 1)
+
+    def num_batches(self) -> int:
+        return 1
+
+    def loss(self, batch: torch.Tensor, epoch: int) -> torch.Tensor:
+        return self.model(batch).pow(2).mean()
+
+    def validate(self) -> dict[str, float]:
+        return {"score": 1.0}
+
+
+def test_a_monitor_validation_never_reports_is_refused_before_the_first_epoch(tmp_path) -> None:
+    task = _LinearTask()
+    cfg = TrainConfig(epochs=2, progress=False, monitor="CIDEr-D")
+    with pytest.raises(ValueError, match=r"monitor 'CIDEr-D'.*choose one of: score"):
+        fit(task, cfg, tmp_path / "run", torch.device("cpu"))
+    assert task.batches == 0
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+
+
+def test_a_task_without_metric_names_fails_at_its_first_validation(tmp_path) -> None:
+    # Not silently keeping the last epoch: the error names what validation did report.
+    task = _LinearTask(metric_names=None)
+    cfg = TrainConfig(epochs=3, progress=False, monitor="top1")
+    with pytest.raises(ValueError, match=r"validation reported no 'top1'.*score"):
+        fit(task, cfg, tmp_path / "run", torch.device("cpu"))
+    assert task.batches == 1
+    assert not (tmp_path / "run" / "checkpoint").exists()
+
+
+def test_an_unknown_schedule_is_refused_before_the_first_epoch(tmp_path) -> None:
+    task = _LinearTask()
+    cfg = TrainConfig(epochs=2, progress=False, monitor="score", schedule="step")
+    with pytest.raises(ValueError, match="schedule must be one of constant, cosine"):
+        fit(task, cfg, tmp_path / "run", torch.device("cpu"))
+    assert task.batches == 0
+
+
+def test_train_caption_checks_the_monitor_before_building_a_cache(small_scenes, tmp_path) -> None:
+    bad = dataclasses.replace(CFG, monitor="BLEU")
+    with pytest.raises(ValueError, match="monitor 'BLEU'"):
+        train(small_scenes, tmp_path / "bundle", tmp_path / "cache", train_cfg=bad)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_the_caption_task_declares_what_its_validation_reports() -> None:
+    from captioner import metrics
+
+    assert set(CaptionTask.metric_names) == set(metrics.score({0: ["a cat"]}, {0: "a cat"}))
+    assert set(CaptionTask.metric_names) == METRICS

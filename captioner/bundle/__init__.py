@@ -11,8 +11,7 @@ from __future__ import annotations
 import importlib.resources
 import json
 import os
-import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,10 +23,11 @@ from captioner.bundle.manifest import (
     MANIFEST,
     TASKS,
     BundleError,
+    Decoding,
     EncoderEntry,
     Manifest,
 )
-from captioner.encoders import sha256_file
+from captioner.files import atomic_write, sha256_file
 
 __all__ = [
     "FORMAT",
@@ -36,6 +36,7 @@ __all__ = [
     "TASKS",
     "Bundle",
     "BundleError",
+    "Decoding",
     "EncoderEntry",
     "Manifest",
     "load_bundle",
@@ -50,33 +51,28 @@ __all__ = [
 
 @dataclass
 class Bundle:
-    """A bundle read from disk: its manifest and its weight tensors by file name."""
+    """A bundle read from disk: its manifest and its weight tensors by file name.
+
+    ``spec`` is the manifest typed and checked, parsed once when the bundle is made (a
+    BundleError names the bad field and the file); ``manifest`` is the JSON object as read.
+    """
 
     path: Path
     manifest: dict
     weights: dict[str, dict[str, torch.Tensor]]
+    spec: Manifest = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.spec = Manifest.from_dict(self.manifest, where=str(self.path / MANIFEST))
 
     @property
     def task(self) -> str:
-        return self.manifest["task"]
-
-    @property
-    def spec(self) -> Manifest:
-        """The manifest, typed and checked (a BundleError names the bad field and the file)."""
-        return Manifest.from_dict(self.manifest, where=str(self.path / MANIFEST))
+        return self.spec.task
 
 
 def _atomic_write(path: Path, write) -> None:
     """Write through a temporary file in the same folder, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; bundles are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: write(str(tmp)))
 
 
 def _write_manifest(folder: Path, manifest: dict) -> None:

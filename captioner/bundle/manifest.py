@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any, NoReturn
 
 from captioner.encoders import Encoder, Preprocess
@@ -21,7 +22,6 @@ TASKS = ("caption", "activity")
 MANIFEST = "manifest.json"
 #: ``name`` of a manifest that has none (what the models called themselves before it was typed)
 DEFAULT_NAMES = {"caption": "captioner", "activity": "activity"}
-DEFAULT_DECODING = {"beam_size": 3, "max_len": 20, "length_penalty": 0.0}
 DEFAULT_NUM_FRAMES = 16
 
 _REQUIRED: Any = object()
@@ -78,6 +78,14 @@ def _is_number(v: Any) -> bool:
     return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
 
 
+def _is_object_or_null(v: Any) -> bool:
+    return v is None or isinstance(v, dict)
+
+
+def _is_positive(v: Any) -> bool:
+    return _is_number(v) and v > 0
+
+
 def _is_strings(v: Any) -> bool:
     return isinstance(v, list) and bool(v) and all(isinstance(s, str) and s for s in v)
 
@@ -97,6 +105,29 @@ def _is_positive_triple(v: Any) -> bool:
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """A caption bundle's default search, typed: the manifest's ``decoding`` entry with the
+    defaults filled in. These defaults are the only ones: every reader of a bundle uses them."""
+
+    beam_size: int = 3
+    max_len: int = 20
+    length_penalty: float = 0.0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Decoding:
+        """``{"beam_size", "max_len", "length_penalty"}``, any of them left out -> the defaults."""
+        d = cls()
+        return cls(
+            beam_size=int(data.get("beam_size", d.beam_size)),
+            max_len=int(data.get("max_len", d.max_len)),
+            length_penalty=float(data.get("length_penalty", d.length_penalty)),
+        )
+
+
+DEFAULT_DECODING = asdict(Decoding())  # the same defaults as a dict, for older callers
 
 
 @dataclass(frozen=True)
@@ -171,16 +202,21 @@ class Manifest:
     # -- typed views of the free-form parts -------------------------------------------------
 
     @property
+    def search(self) -> Decoding:
+        """The default search of a caption bundle (the defaults where ``decoding`` is silent)."""
+        return Decoding.from_dict(self.decoding)
+
+    @property
     def beam_size(self) -> int:
-        return int(self.decoding.get("beam_size", DEFAULT_DECODING["beam_size"]))
+        return self.search.beam_size
 
     @property
     def max_len(self) -> int:
-        return int(self.decoding.get("max_len", DEFAULT_DECODING["max_len"]))
+        return self.search.max_len
 
     @property
     def length_penalty(self) -> float:
-        return float(self.decoding.get("length_penalty", DEFAULT_DECODING["length_penalty"]))
+        return self.search.length_penalty
 
     @property
     def num_frames(self) -> int:
@@ -189,6 +225,12 @@ class Manifest:
     @property
     def sampling_mode(self) -> str:
         return str(self.sampling.get("mode", "uniform"))
+
+    @property
+    def clip_seconds(self) -> dict[str, float] | None:
+        """``{"min", "median"}`` length of the training clips of an activity bundle, if known."""
+        seconds = self.sampling.get("clip_seconds") or {}
+        return {k: float(seconds[k]) for k in ("min", "median")} if seconds else None
 
     @property
     def tokens(self) -> list[str]:
@@ -234,6 +276,11 @@ class Manifest:
         sampling = r.sub("sampling", {})
         sampling.count("num_frames", None)
         sampling.text("mode", None)
+        # null: the training videos could not be probed
+        seconds = sampling.get("clip_seconds", _is_object_or_null, "a JSON object or null", None)
+        if seconds:
+            for key in ("min", "median"):
+                sampling.sub("clip_seconds").get(key, _is_positive, "a positive number")
         files = r.sub("files", {})
         for name in files.data:
             entry = files.sub(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from captioner.cli import calibrate, evaluate, jobs, serve, train
@@ -19,11 +20,9 @@ class HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if (
-            "default" in text
-            or default in (None, False, argparse.SUPPRESS)
-            or not action.option_strings
-        ):
+        # `is`, not `in (None, False)`: a default of 0 or 0.0 equals False and is still shown.
+        unset = default is None or default is False or default is argparse.SUPPRESS
+        if "default" in text or unset or not action.option_strings:
             return text
         return f"{text} (default: %(default)s)" if text else "default: %(default)s"
 
@@ -76,15 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``captioner`` console script."""
+    """Entry point of the ``captioner`` console script; returns the exit status.
+
+    Parsing, ``--help`` and ``--version`` import no torch: each command imports what it needs.
+    """
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     fmt = "%(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
     logging.getLogger().setLevel(level)  # also when logging was configured before (embedding)
-    from captioner.bundle import BundleError
-    from captioner.encoders import EncoderError
-    from captioner.media import MediaError
     from captioner.progress import set_quiet
     from captioner.records import OutputError
 
@@ -92,17 +91,62 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "device", None) is not None:
             check_device(args.device)  # before any model loads
+        if args.command == "data":
+            _require_data_extra()
         return int(args.func(args) or 0)
     except OutputError as exc:  # the run itself failed: rows written so far are kept
         log.error("%s", exc.strerror)
         return 1
-    except (BundleError, EncoderError, MediaError, ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError) as exc:  # BundleError and MediaError among them
+        log.error("%s", exc)
+        return 2
+    except RuntimeError as exc:
+        from captioner.encoders import EncoderError  # loaded already when it was raised
+
+        if not isinstance(exc, EncoderError):
+            raise
         log.error("%s", exc)
         return 2
     except KeyboardInterrupt:
-        log.error("interrupted")
-        return 130
+        out = getattr(args, "out", None) if args.command in ("caption", "activity") else None
+        if out:
+            log.error("interrupted: the rows finished so far are in %s; run the same command "
+                      "with --resume to do the rest", out)  # fmt: skip
+        else:
+            log.error("interrupted")
+        return INTERRUPTED
+
+
+def _require_data_extra() -> None:
+    """The data generators draw on scikit-image, which only the ``data`` extra installs."""
+    try:
+        import skimage  # noqa: F401
+    except ImportError:
+        raise ValueError(
+            "captioner data needs the data generators' libraries (scikit-image), which a plain "
+            "install leaves out: pip install 'captioner[data]'"
+        ) from None
+
+
+#: Exit status after Ctrl-C (SIGINT), as shells report it: 128 + 2.
+INTERRUPTED = 130
+
+
+def console() -> int:
+    """The ``captioner`` console script and ``python -m captioner``: :func:`main`, and after
+    Ctrl-C an immediate exit, without the second or so that unloading torch takes (every row
+    is already written and the output file closed)."""
+    status = main()
+    if status == INTERRUPTED:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe: nothing more can reach it
+                pass
+        os._exit(status)
+    return status
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

@@ -21,9 +21,15 @@ def add_evaluate(sub) -> None:
     c.add_argument("--bundle", help="caption bundle (default: weights/caption-default)")
     c.add_argument("--data", required=True, help="annotations (COCO, Karpathy, CSV, JSONL)")
     c.add_argument("--images", required=True, help="folder the annotation file names are under")
-    c.add_argument("--split", help="Karpathy split to evaluate (e.g. test)")
-    c.add_argument("--beam-size", type=positive, help="beam width (default: the bundle's)")
-    c.add_argument("--limit", type=positive, help="evaluate only the first N images")
+    c.add_argument(
+        "--split", help="Karpathy split to evaluate, e.g. test (default: every image in --data)"
+    )
+    c.add_argument(
+        "--beam-size",
+        type=positive,
+        help="beam width (default: the bundle's, 3 for the shipped model)",
+    )
+    c.add_argument("--limit", type=positive, help="evaluate only the first N images (default: all)")
     c.add_argument(
         "--record",
         metavar="NAME",
@@ -50,14 +56,24 @@ def add_evaluate(sub) -> None:
     )
     a.add_argument("--bundle", help="activity bundle (default: weights/activity-default)")
     a.add_argument("--data", required=True, help="labelled videos (folder per class, or CSV)")
-    a.add_argument("--list", dest="split_list", help="UCF101 testlistNN.txt")
+    a.add_argument(
+        "--list",
+        dest="split_list",
+        help="UCF101 testlistNN.txt (default: every video in --data)",
+    )
     a.add_argument("--plot", metavar="FILE.png", help="also draw the confusion matrix")
     a.add_argument(
         "--pairs",
         help="also report accuracy within class pairs 'a/b,c/d' ('motion': the synthetic pairs)",
     )
-    a.add_argument("--record", metavar="NAME", help="store the scores in the bundle manifest")
-    a.add_argument("--record-to", metavar="BUNDLE", help="store them in this bundle instead")
+    a.add_argument(
+        "--record",
+        metavar="NAME",
+        help="store the scores in the bundle manifest under metrics.NAME",
+    )
+    a.add_argument(
+        "--record-to", metavar="BUNDLE", help="with --record: store them in this bundle instead"
+    )
     a.add_argument(
         "--report", metavar="DIR", help="also write an HTML report and confusion.png to DIR"
     )

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from captioner.cli.options import DEVICE_HELP, SHARD_HELP, non_negative, positive, shard_arg
+from captioner.cli.options import (
+    DEVICE_HELP,
+    RESUME_HELP,
+    SHARD_HELP,
+    check_output,
+    non_negative,
+    positive,
+    shard_arg,
+)
 
 
 def add_caption(sub) -> None:
@@ -12,22 +20,32 @@ def add_caption(sub) -> None:
         "caption",
         help="caption image files, folders (recursive) or globs",
         description="Caption images with a caption bundle (default: the shipped model in "
-        "weights/). Writes one JSON record per input: {path, caption, log_prob} or {path, error}.",
+        "weights/). Writes one record per input: {path, caption, log_prob, confidence, tags, "
+        "out_of_domain, domain_distance} (plus slots when the caption named objects from the "
+        "image, and alternatives with --n-best), or {path, error} for a file that cannot be read.",
     )
     p.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or globs")
     p.add_argument("--bundle", help="caption bundle folder (default: weights/caption-default)")
-    p.add_argument("--beam-size", type=positive, help="beam width (default: the bundle's)")
-    p.add_argument("--n-best", type=positive, default=1, help="alternatives per image (<= beam)")
-    p.add_argument("--max-len", type=positive, help="maximum caption length in words")
+    p.add_argument(
+        "--beam-size",
+        type=positive,
+        help="beam width (default: the bundle's, 3 for the shipped model)",
+    )
+    p.add_argument(
+        "--n-best", type=positive, default=1, help="captions listed per image, at most the beam"
+    )
+    p.add_argument(
+        "--max-len",
+        type=positive,
+        help="maximum caption length in words (default: the bundle's, 20 for the shipped model)",
+    )
     p.add_argument("--batch-size", type=positive, default=16, help="images per model batch")
     p.add_argument(
-        "--workers", type=non_negative, default=2, help="image decoding processes (0 = in-process)"
+        "--workers", type=non_negative, default=2, help="image decoding processes, 0 = in-process"
     )
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--out", help="output .jsonl or .csv (default: JSON lines on stdout)")
-    p.add_argument(
-        "--resume", action="store_true", help="skip inputs already in --out and append to it"
-    )
+    p.add_argument("--resume", action="store_true", help=RESUME_HELP)
     p.add_argument("--shard", type=shard_arg, metavar="I/N", help=SHARD_HELP)
     p.set_defaults(func=_cmd_caption)
 
@@ -36,18 +54,16 @@ def _cmd_caption(args: argparse.Namespace) -> int:
     from functools import partial
 
     from captioner.batch import caption_files
-    from captioner.bundle import read_manifest
-    from captioner.inference import default_bundle_dir
-    from captioner.records import check_output_path
+    from captioner.bundle import read_spec
+    from captioner.decoding import check_n_best
+    from captioner.inference import bundle_path
     from captioner.shard import run_sharded
 
-    check_output_path(args.out)
+    check_output(args)
     beam = args.beam_size
     if beam is None:  # the bundle's own default: read its manifest, not its weights
-        manifest = read_manifest(args.bundle or default_bundle_dir("caption"))
-        beam = int(manifest.get("decoding", {}).get("beam_size", 3))
-    if args.n_best > beam:
-        raise ValueError(f"--n-best {args.n_best} cannot exceed the beam size ({beam})")
+        beam = read_spec(bundle_path(args.bundle, "caption")).beam_size
+    check_n_best(args.n_best, beam, option="--n-best")
     job = partial(
         caption_files,
         args.paths,
@@ -67,7 +83,8 @@ def add_activity(sub) -> None:
         "activity",
         help="label the activity in videos",
         description="Label videos with an activity bundle (default: weights/activity-default). "
-        "Writes one JSON record per input: {path, label, score, top_k} or {path, error}.",
+        "Writes one record per input: {path, label, score, top_k} (plus timeline with "
+        "--timeline), or {path, error} for a file that cannot be read.",
     )
     p.add_argument("paths", nargs="+", help="video files, folders (recursive) or globs")
     p.add_argument("--bundle", help="activity bundle folder (default: weights/activity-default)")
@@ -83,10 +100,12 @@ def add_activity(sub) -> None:
         "--stride", type=float, help="timeline stride, seconds (default: half the window)"
     )
     p.add_argument("--batch-size", type=positive, default=4, help="videos per model batch")
-    p.add_argument("--workers", type=non_negative, default=2, help="decoding processes")
+    p.add_argument(
+        "--workers", type=non_negative, default=2, help="video decoding processes, 0 = in-process"
+    )
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--out", help="output .jsonl or .csv (default: JSON lines on stdout)")
-    p.add_argument("--resume", action="store_true", help="skip inputs already in --out")
+    p.add_argument("--resume", action="store_true", help=RESUME_HELP)
     p.add_argument("--shard", type=shard_arg, metavar="I/N", help=SHARD_HELP)
     p.set_defaults(func=_cmd_activity)
 
@@ -95,13 +114,12 @@ def _cmd_activity(args: argparse.Namespace) -> int:
     from functools import partial
 
     from captioner.batch import label_videos
-    from captioner.records import check_output_path
+    from captioner.inference import check_timeline
     from captioner.shard import run_sharded
-    from captioner.video import sliding_windows
 
-    check_output_path(args.out)
-    if args.timeline and args.window is not None:  # refuses a bad window / stride
-        sliding_windows(60.0, args.window, args.stride or args.window / 2)
+    check_output(args)
+    if args.timeline:
+        check_timeline(args.window, args.stride)
 
     job = partial(
         label_videos,

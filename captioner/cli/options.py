@@ -54,6 +54,20 @@ def shard_arg(value: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+RESUME_HELP = "skip the inputs already in --out and append the rest to it (needs --out)"
+
+
+def check_output(args: argparse.Namespace) -> None:
+    """Refuse ``--out`` / ``--resume`` that cannot work, before any model loads (ValueError)."""
+    from captioner.records import check_output_path
+
+    if args.resume and not args.out:
+        raise ValueError(
+            "--resume needs --out: add --out FILE.jsonl (or .csv), the file of the run to resume"
+        )
+    check_output_path(args.out)
+
+
 SHARD_HELP = (
     "do only shard I of N (0-based; a contiguous block of the inputs) and write "
     "OUT.part-I-of-N.jsonl; join the parts with 'captioner merge'. Under torchrun the shard is "
@@ -65,7 +79,10 @@ def add_run_options(p, epochs: int | None = None, **train_defaults) -> None:
     """Options every train / evaluate command takes; training ones when ``epochs`` is given."""
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--workers", type=non_negative, default=2, help="decoding processes")
-    p.add_argument("--cache-dir", help="feature cache root (default: ~/.cache/captioner)")
+    p.add_argument(
+        "--cache-dir",
+        help="feature cache root (default: $CAPTIONER_CACHE, else ~/.cache/captioner)",
+    )
     if epochs is None:
         return
     d = train_defaults
@@ -121,12 +138,12 @@ def training_run(args: argparse.Namespace, monitor: str) -> dict:
 
 
 def report_bundle(out: Path) -> int:
+    from captioner.bundle import read_spec
     from captioner.training import distributed
 
     if not distributed.current().main:  # under torchrun, rank 0 reports
         distributed.cleanup()
         return 0
     distributed.cleanup()
-    manifest = json.loads((out / "manifest.json").read_text())
-    print(json.dumps({"bundle": str(out), "val": manifest["metrics"]["val"]}, indent=2))
+    print(json.dumps({"bundle": str(out), "val": read_spec(out).metrics["val"]}, indent=2))
     return 0

@@ -164,6 +164,7 @@ def add_train(sub) -> None:
 
 def _cmd_train_caption(args: argparse.Namespace) -> int:
     from captioner.training.caption import CaptionModelOptions, train_caption
+    from captioner.training.loop import RunConfig
 
     opts = CaptionModelOptions(
         embed_dim=args.embed_dim,
@@ -190,13 +191,14 @@ def _cmd_train_caption(args: argparse.Namespace) -> int:
         train_split=args.train_split,
         val_split=args.val_split,
         model_opts=opts,
-        **training_run(args, "CIDEr-D"),
+        run=RunConfig(**training_run(args, "CIDEr-D")),
     )
     return report_bundle(out)
 
 
 def _cmd_train_activity(args: argparse.Namespace) -> int:
     from captioner.training.activity import ActivityOptions, parse_pairs, train_activity
+    from captioner.training.loop import RunConfig
 
     opts = ActivityOptions(
         num_frames=args.frames,
@@ -221,6 +223,6 @@ def _cmd_train_activity(args: argparse.Namespace) -> int:
         train_list=args.train_list,
         val_list=args.val_list,
         opts=opts,
-        **training_run(args, "top1"),
+        run=RunConfig(**training_run(args, "top1")),
     )
     return report_bundle(out)

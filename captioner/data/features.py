@@ -1,8 +1,13 @@
-"""Feature cache: the frozen encoder runs once per image; training epochs read a memory map.
+"""Feature caches: the frozen encoder runs once per image; training epochs read a memory map.
 
 Layout of a cache folder: ``features.npy`` (rows, N, C) float16 memory map, ``done.npy`` (rows,)
 bool mask of rows written, and ``index.json`` (encoder, preprocessing, the file name of each row,
 and the files that could not be read). Interrupted builds resume where they stopped.
+
+:func:`cached_split` (caption images) and :func:`cached_clips` (activity videos) are the two
+caches training and evaluation share; they live here, with the data, so that evaluation never
+imports training. They take the encoding function from the caller (the pipeline's
+``encode_images``), so the data room stays below inference.
 """
 
 from __future__ import annotations
@@ -12,16 +17,27 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from captioner.data.images import image_loader
+from captioner.data.captions import CaptionRecord
+from captioner.data.images import ImageFiles, image_loader
+from captioner.data.videos import ClipFiles, VideoDataset, VideoRecord
+from captioner.files import atomic_write, atomic_write_text
 from captioner.progress import progress_bar
 
+if TYPE_CHECKING:
+    from captioner.encoders import Encoder
+
 log = logging.getLogger(__name__)
+
+#: (B, 3, S, S) uint8 images -> (B, N, C) feature grids
+Encode = Callable[[torch.Tensor], torch.Tensor]
 
 INDEX = "index.json"
 _NAMED_FAILURES = 3  # unreadable items named one by one before the summary
@@ -29,10 +45,12 @@ _NAMED_FAILURES = 3  # unreadable items named one by one before the summary
 
 def save_done(path: Path, done: np.ndarray) -> None:
     """Write the done flags atomically: a crash mid-write must not leave a torn file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        np.save(f, done)
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:  # a file object: np.save would add ".npy" to a bare name
+            np.save(f, done)
+
+    atomic_write(path, write)
 
 
 def load_done(path: Path, rows: int) -> np.ndarray:
@@ -197,6 +215,96 @@ def build_feature_cache(
 
 
 def _write_index(path: Path, meta: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(meta))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(meta))
+
+
+def default_cache_root() -> Path:
+    """``$CAPTIONER_CACHE`` or ``~/.cache/captioner``."""
+    env = os.environ.get("CAPTIONER_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "captioner"
+
+
+@dataclass
+class CachedSplit:
+    records: list[CaptionRecord]
+    features: torch.Tensor | None  # (M, N, C) float16, one row per kept record
+
+
+def cached_split(
+    records: list[CaptionRecord],
+    images: str | os.PathLike,
+    encoder: Encoder,
+    encode: Encode,
+    cache_root: Path,
+    batch_size: int = 32,
+    workers: int = 2,
+    progress: bool = True,
+) -> CachedSplit:
+    """Encode the split's images once with ``encode`` (or reuse the cache) and load their
+    features; ``encoder`` names the cache (its name, preprocessing and grid)."""
+    pre = encoder.preprocess
+    key = cache_key(encoder.name, pre.to_dict(), images)
+    names = list(dict.fromkeys(r.file_name for r in records))
+    cache = build_feature_cache(
+        encode,
+        ImageFiles([Path(images) / n for n in names], pre),
+        names,
+        cache_root / "features" / key / keys_digest([r.file_name for r in records]),
+        item_shape=(encoder.grid_cells, encoder.feature_dim),
+        meta={
+            "encoder": encoder.name,
+            "preprocess": pre.to_dict(),
+            "images_root": str(Path(images).resolve()),
+        },
+        batch_size=batch_size,
+        workers=workers,
+        progress=progress,
+    )
+    kept, features = cache.readable(records, lambda r: r.file_name, "images", f" under {images}")
+    return CachedSplit(kept, features)
+
+
+def encode_clips(encode: Encode, clips: torch.Tensor) -> torch.Tensor:
+    """(..., T, 3, S, S) uint8 -> (..., T, N, C): all frames of all clips in one encoder batch."""
+    lead = clips.shape[:-3]
+    grid = encode(clips.reshape(-1, *clips.shape[-3:]))
+    return grid.reshape(*lead, *grid.shape[1:])
+
+
+@dataclass
+class CachedClips:
+    records: list[VideoRecord]
+    features: torch.Tensor  # (M, K, T, N, C) float16
+
+
+def cached_clips(
+    data: VideoDataset,
+    encoder: Encoder,
+    encode: Encode,
+    num_frames: int,
+    samples: int,
+    cache_root: Path,
+    batch_size: int = 4,
+    workers: int = 2,
+    progress: bool = True,
+) -> CachedClips:
+    """Encode every video's clips once (or reuse the cache); unreadable videos are skipped.
+
+    ``encode`` is the image encoder, run on every frame; ``encoder`` names the cache."""
+    pre = encoder.preprocess
+    keys = [str(r.path.resolve()) for r in data.records]
+    folder = cache_root / "clips" / cache_key(encoder.name, pre.to_dict()) / keys_digest(keys)
+    cache = build_feature_cache(
+        lambda batch: encode_clips(encode, batch),
+        ClipFiles([r.path for r in data.records], num_frames, pre.size, samples),
+        keys,
+        folder / f"t{num_frames}-k{samples}",
+        item_shape=(samples, num_frames, encoder.grid_cells, encoder.feature_dim),
+        meta={"encoder": encoder.name, "preprocess": pre.to_dict(), "sampling": "tsn-v1"},
+        batch_size=batch_size,
+        workers=workers,
+        progress=progress,
+        unit="video",
+    )
+    kept, features = cache.readable(data.records, lambda r: str(r.path.resolve()), "videos")
+    return CachedClips(kept, features)

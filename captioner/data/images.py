@@ -7,56 +7,15 @@ error record instead of stopping the run.
 
 from __future__ import annotations
 
-import glob
 import os
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from captioner.encoders import Preprocess
-from captioner.media import DEFAULT_LIMITS, IMAGE_SUFFIXES, ImageLimits, MediaError, decode_image
-
-
-def expand_paths(
-    inputs: Iterable[str | os.PathLike], suffixes: frozenset[str] = IMAGE_SUFFIXES
-) -> tuple[list[Path], list[str]]:
-    """Files, folders (recursive, ``suffixes`` only, sorted) and glob patterns -> file paths.
-
-    Returns the paths in a stable order without duplicates, and a list of the inputs that
-    matched nothing (for the caller to report).
-    """
-    seen: set[Path] = set()
-    out: list[Path] = []
-    unmatched: list[str] = []
-
-    def add(p: Path) -> None:
-        key = p.resolve()
-        if key not in seen:
-            seen.add(key)
-            out.append(p)
-
-    for item in inputs:
-        text = str(item)
-        p = Path(text)
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes)
-            if not found:
-                unmatched.append(text)
-            for f in found:
-                add(f)
-        elif p.exists():
-            add(p)  # an explicitly named file is tried whatever its suffix
-        elif glob.has_magic(text):
-            matches = sorted(Path(m) for m in glob.glob(text, recursive=True) if Path(m).is_file())
-            if not matches:
-                unmatched.append(text)
-            for m in matches:
-                add(m)
-        else:
-            unmatched.append(text)
-    return out, unmatched
+from captioner.intake import expand_paths  # noqa: F401  (its old home; the jobs import it here)
+from captioner.media import DEFAULT_LIMITS, ImageLimits, MediaError, decode_image
 
 
 class ImageFiles(Dataset):

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import pathlib
 import zlib
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from captioner.files import atomic_write_text
 
 __all__ = [
     "BACKGROUNDS",
@@ -127,9 +128,7 @@ def check_split_counts(
 
 def write_json(path: pathlib.Path, payload: dict[str, Any]) -> None:
     """Write compact JSON through a temporary name, so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, separators=(",", ":")) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(payload, separators=(",", ":")) + "\n")
 
 
 # ----------------------------------------------------------------------------- assets

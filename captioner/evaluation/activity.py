@@ -13,10 +13,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from captioner import metrics
+from captioner.data.features import cached_clips, default_cache_root
 from captioner.data.videos import VideoRecord, load_video_dataset
-from captioner.inference import ActivityClassifier
-from captioner.training.activity import cached_clips
-from captioner.training.caption import default_cache_root
+from captioner.inference import ActivityClassifier, encode_images
 
 
 def classification_report(probs: torch.Tensor, labels: list[int], classes: list[str]) -> dict:
@@ -85,10 +84,10 @@ def run_activity_evaluation(
     clips = cached_clips(
         videos,
         clf.encoder,
+        lambda frames: encode_images(clf.encoder, frames, clf.device),
         clf.num_frames,
         1,
         cache_root or default_cache_root(),
-        clf.device,
         workers=workers,
         progress=progress,
     )

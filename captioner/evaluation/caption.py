@@ -12,9 +12,9 @@ import torch
 
 from captioner import metrics
 from captioner.data.captions import CaptionRecord, load_captions
+from captioner.data.features import cached_split, default_cache_root
 from captioner.evaluation.objects import object_metadata, object_scores
 from captioner.inference import Captioner, CaptionResult
-from captioner.training.caption import cached_split, default_cache_root
 
 
 @dataclass
@@ -68,8 +68,8 @@ def run_caption_evaluation(
         records,
         images,
         cap.encoder,
+        cap.encode,
         cache_root or default_cache_root(),
-        cap.device,
         workers=workers,
         progress=progress,
     )

@@ -8,16 +8,16 @@ so there is one path from an input to its result and one precision policy.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 
 from captioner.bundle import load_bundle
+from captioner.decoding import check_n_best
 from captioner.inference.activity import (
     ActivityClassifier,
-    ActivityResult,
     ClipInput,
     VideoSource,
+    check_timeline,
     clip_probabilities,
     prepare_clip,
     window_indices,
@@ -25,7 +25,6 @@ from captioner.inference.activity import (
 from captioner.inference.caption import (
     Captioner,
     CaptionPipeline,
-    CaptionResult,
     ImageSource,
     is_single_image,
 )
@@ -37,6 +36,13 @@ from captioner.inference.common import (
     prepare_encoder,
     resolve_device,
 )
+from captioner.inference.registry import ModelInfo, bundle_path, list_models
+from captioner.inference.results import (
+    ActivityResult,
+    CaptionResult,
+    ErrorResult,
+    error_record,
+)
 
 __all__ = [
     "ActivityClassifier",
@@ -45,13 +51,20 @@ __all__ = [
     "CaptionResult",
     "Captioner",
     "ClipInput",
+    "ErrorResult",
     "ImageSource",
+    "ModelInfo",
     "VideoSource",
     "autocast",
+    "bundle_path",
+    "check_n_best",
+    "check_timeline",
     "clip_probabilities",
     "default_bundle_dir",
     "encode_images",
+    "error_record",
     "is_single_image",
+    "list_models",
     "load",
     "precision_name",
     "prepare_clip",
@@ -64,9 +77,13 @@ __all__ = [
 def load(
     path: str | os.PathLike | None = None, device: str | torch.device = "auto"
 ) -> Captioner | ActivityClassifier:
-    """Load a bundle folder -> the ready model for its task (default: the shipped captioner)."""
-    folder = Path(path) if path is not None else default_bundle_dir("caption")
-    bundle = load_bundle(folder)
+    """A model name or a bundle folder -> the ready model for its task (default: the captioner).
+
+    Names: ``"caption"``, ``"activity"`` (each task's default model) and the shipped bundles'
+    ``"caption-default"``, ``"activity-default"`` (:func:`list_models`). An existing folder is
+    always a folder; an unknown name is a BundleError listing the names.
+    """
+    bundle = load_bundle(bundle_path(path, "caption"))
     if bundle.task == "caption":
         return Captioner.from_bundle(bundle, device=device)
     return ActivityClassifier.from_bundle(bundle, device=device)

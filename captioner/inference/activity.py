@@ -7,29 +7,32 @@ labels a batch of them, timelines included, encoding every distinct frame once.
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from captioner.bundle import Bundle, BundleError
+from captioner.bundle import Bundle, BundleError, Manifest
+from captioner.bundle.manifest import DEFAULT_NUM_FRAMES
 from captioner.encoders import Encoder
 from captioner.inference.common import (
+    BundleModel,
     autocast,
     bundle_encoder,
     bundle_module,
     encode_images,
     manifest_part,
     open_bundle,
+    per_item,
     precision_name,
     prepare_encoder,
     resolve_device,
 )
+from captioner.inference.results import ActivityResult, ErrorResult, Errors, check_errors
 from captioner.media import MediaError
 from captioner.models.activity import ActivityModel, ActivityModelConfig
 from captioner.video import (
@@ -49,20 +52,23 @@ DEFAULT_WINDOW_S = 2.0  # timeline window of a model that does not say its clip 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class ActivityResult:
-    """The activity in a video: best label, its probability, the top k, optionally a timeline."""
-
-    label: str
-    score: float
-    top_k: list[dict[str, Any]]
-    timeline: list[dict[str, Any]] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        if self.timeline is None:
-            d.pop("timeline")
-        return d
+def check_timeline(window: float | None, stride: float | None = None) -> None:
+    """The one check of timeline options (ValueError): a window and a stride in seconds, both
+    positive, and a stride no longer than the window (longer would leave gaps between
+    windows). None is a default still to be resolved (:meth:`ActivityClassifier.timeline_window`)
+    and passes; the CLI and the service call this before any work."""
+    for name, value in (("window", window), ("stride", stride)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"the timeline {name} must be a number of seconds, got {value!r}")
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"the timeline {name} must be a positive number of seconds: {value}")
+    if window is not None and stride is not None and stride > window:
+        raise ValueError(
+            f"the timeline stride ({stride:g} s) is longer than the window ({window:g} s): the "
+            "windows would leave gaps; use a stride no longer than the window"
+        )
 
 
 @dataclass
@@ -162,15 +168,20 @@ def clip_probabilities(
     return torch.cat(out)
 
 
-class ActivityClassifier:
-    """Video activity recognition: the CNN encodes sampled frames, an LSTM labels the clip."""
+class ActivityClassifier(BundleModel):
+    """Video activity recognition: the CNN encodes sampled frames, an LSTM labels the clip.
+
+    ``manifest``: the bundle's typed manifest (``spec``): frames per clip, training clip length.
+    """
+
+    task = "activity"
 
     def __init__(
         self,
         encoder: Encoder,
         model: ActivityModel,
         classes: list[str],
-        manifest: dict | None = None,
+        manifest: Manifest | dict | None = None,
         device: str | torch.device = "auto",
         limits: VideoLimits = DEFAULT_VIDEO_LIMITS,
     ):
@@ -178,15 +189,13 @@ class ActivityClassifier:
         self.encoder = prepare_encoder(encoder, self.device)
         self.model = model.eval().to(self.device)
         self.classes = list(classes)
-        self.manifest = manifest or {}
+        if isinstance(manifest, dict):
+            manifest = Manifest.from_dict(manifest)
+        self.spec = manifest
         self.limits = limits
-        sampling = self.manifest.get("sampling", {})
-        self.num_frames = int(sampling.get("num_frames", 16))
-        seconds = sampling.get("clip_seconds") or {}
+        self.num_frames = manifest.num_frames if manifest else DEFAULT_NUM_FRAMES
         # The length of the clips it was trained on: the natural timeline window.
-        self.clip_seconds: dict[str, float] | None = (
-            {k: float(seconds[k]) for k in ("min", "median")} if seconds else None
-        )
+        self.clip_seconds = manifest.clip_seconds if manifest else None
         self._warned_windows: set[float] = set()
 
     @classmethod
@@ -202,11 +211,7 @@ class ActivityClassifier:
         if len(classes) != config.num_classes:
             raise BundleError(f"{b.path}: {len(classes)} class names for {config.num_classes}")
         model = bundle_module(b, ActivityModel(config), "model.safetensors", "activity model")
-        return cls(encoder, model, classes, manifest=spec.to_dict(), device=device)
-
-    @property
-    def name(self) -> str:
-        return self.manifest.get("name", "activity")
+        return cls(encoder, model, classes, manifest=spec, device=device)
 
     @property
     def size(self) -> int:
@@ -226,9 +231,12 @@ class ActivityClassifier:
     ) -> tuple[float, float]:
         """Resolve a timeline's ``(window, stride)``: the training clip length and half of it by
         default. A window shorter than the shortest training clip is allowed, with a warning:
-        the model never saw so little of a motion, and labels such windows less reliably."""
+        the model never saw so little of a motion, and labels such windows less reliably.
+        Bad values raise ValueError (:func:`check_timeline`)."""
+        check_timeline(window, stride)
         window = self.default_window if window is None else float(window)
         stride = window / 2 if stride is None else float(stride)
+        check_timeline(window, stride)
         shortest = self.clip_seconds["min"] if self.clip_seconds else None
         if shortest is not None and window < shortest - 1e-6 and window not in self._warned_windows:
             self._warned_windows.add(window)
@@ -243,11 +251,6 @@ class ActivityClassifier:
         return window, stride
 
     # -- preprocess -------------------------------------------------------------------------
-
-    def local_file(self, source: VideoSource) -> contextlib.AbstractContextManager[Path]:
-        """A checked local path for ``source`` (bytes go to a private temp file, removed on
-        exit), so that one upload can be read several times without being written again."""
-        return local_video(source, self.limits)
 
     def prepare(
         self,
@@ -330,11 +333,6 @@ class ActivityClassifier:
             results.append(result)
         return results
 
-    def classify_batch(self, clips: Sequence[torch.Tensor], top_k: int = 5) -> list[ActivityResult]:
-        """(T, 3, S, S) uint8 clips (from :meth:`load_clip`) -> results; for batchers."""
-        inputs = [ClipInput(clip, list(range(clip.shape[0]))) for clip in clips]
-        return self.classify_inputs(inputs, top_k)
-
     def classify(
         self,
         videos: VideoSource | Sequence[VideoSource],
@@ -342,22 +340,40 @@ class ActivityClassifier:
         timeline: bool = False,
         window: float | None = None,
         stride: float | None = None,
-    ) -> ActivityResult | list[ActivityResult]:
+        errors: Errors = "raise",
+    ) -> ActivityResult | ErrorResult | list[ActivityResult | ErrorResult]:
         """Label one video (-> a result) or several (-> a list, in order).
 
         With ``timeline``, the video is also labelled in sliding windows of ``window`` seconds
         (default: the length of the model's training clips) every ``stride`` seconds (default:
-        half the window), each window sampled like a whole clip.
+        half the window), each window sampled like a whole clip. An unreadable video raises
+        ``MediaError``; with ``errors="return"`` it gives an :class:`ErrorResult` in its place
+        instead, and the other videos are labelled.
         """
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
+        check_errors(errors)
+        if timeline:
+            window, stride = self.timeline_window(window, stride)
         single = isinstance(videos, (str, os.PathLike, bytes, bytearray))
         sources = [videos] if single else list(videos)  # type: ignore[arg-type]
-        results = [
-            self.classify_inputs([self.prepare(s, timeline, window, stride)], top_k)[0]
-            for s in sources
-        ]
+        results: list[ActivityResult | ErrorResult] = []
+        for source in sources:  # one at a time: a video's frames can be many
+            results.extend(
+                per_item(
+                    [source],
+                    lambda s: self.prepare(s, timeline, window, stride),
+                    lambda clips: self.classify_inputs(clips, top_k),
+                    errors,
+                )
+            )
         return results[0] if single else results
+
+    def __call__(
+        self, videos: VideoSource | Sequence[VideoSource], **options: Any
+    ) -> ActivityResult | ErrorResult | list[ActivityResult | ErrorResult]:
+        """``model(videos, ...)`` is ``model.classify(videos, ...)``."""
+        return self.classify(videos, **options)
 
     def timeline(
         self, source: VideoSource, window: float | None = None, stride: float | None = None

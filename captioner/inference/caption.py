@@ -11,71 +11,51 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
-from captioner.bundle import Bundle, BundleError
-from captioner.calibrate import DomainStats, domain_stats
+from captioner.bundle import Bundle, BundleError, Decoding, Manifest
+from captioner.bundle.domain import DomainStats, domain_stats
 from captioner.concepts import batch_tags
 from captioner.decoding import Hypothesis, SearchConfig, decode, suppress_ids
 from captioner.encoders import Encoder, ImageNetHead, Preprocess
 from captioner.inference.common import (
+    BundleModel,
     autocast,
     bundle_encoder,
     bundle_module,
     encode_images,
+    image_from_array,
     manifest_part,
     open_bundle,
+    per_item,
     precision_name,
     prepare_encoder,
     resolve_device,
 )
+from captioner.inference.results import CaptionResult, ErrorResult, Errors, check_errors
 from captioner.inference.slots import fill_slots, slot_tokens
 from captioner.media import DEFAULT_LIMITS, ImageLimits, decode_image
 from captioner.models.caption import CaptionDecoder, CaptionDecoderConfig
 from captioner.models.grid import grid_shape
 from captioner.vocab import UNK, Vocabulary
 
-ImageSource = str | os.PathLike | bytes | bytearray | Image.Image
+ImageSource = str | os.PathLike | bytes | bytearray | Image.Image | np.ndarray
 
-
-@dataclass
-class CaptionResult:
-    """A caption with its log-probability, n-best alternatives and optional attention.
-
-    ``tags``: the everyday names the encoder's ImageNet head sees, ``[{"name", "score"}]`` best
-    first (None when the encoder has no head). ``confidence``: the caption's geometric-mean
-    word probability, ``exp(log_prob / (words + 1))`` (the ``+ 1`` is ``<end>``), in [0, 1].
-    ``domain_distance``: how far the image's features are from the calibration images'
-    (cosine distance to the nearest ones, see :mod:`captioner.calibrate`); ``out_of_domain``:
-    whether it is past the bundle's calibrated threshold (both None when the bundle was never
-    calibrated with ``captioner calibrate``).
-    """
-
-    caption: str
-    log_prob: float
-    score: float
-    finished: bool
-    words: list[str]
-    alternatives: list[dict[str, Any]] = field(default_factory=list)
-    attention: list[list[float]] | None = None  # one grid (flattened, row-major) per word
-    grid: tuple[int, int] | None = None  # (rows, cols) of the attention grid
-    tags: list[dict[str, Any]] | None = None
-    confidence: float | None = None
-    out_of_domain: bool | None = None
-    domain_distance: float | None = None
-    slots: list[dict[str, Any]] | None = None  # object slots filled from the image, if any
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = ["CaptionPipeline", "CaptionResult", "Captioner", "ImageSource", "is_single_image"]
 
 
 def is_single_image(images: object) -> bool:
-    """Whether ``caption(images)`` got one image (-> one result) rather than a list of them."""
+    """Whether ``caption(images)`` got one image (-> one result) rather than a list of them.
+
+    An array is one image unless it is 4-D: ``(N, H, W, C)`` is N images.
+    """
+    if isinstance(images, np.ndarray):
+        return images.ndim != 4
     return isinstance(images, (str, os.PathLike, bytes, bytearray, Image.Image))
 
 
@@ -113,12 +93,14 @@ class CaptionPipeline:
         self._slot_ids = frozenset(slot_tokens(vocab.itos))  # a vocabulary trained with <obj>
 
     @staticmethod
-    def search_defaults(decoding: dict[str, Any], vocab: Vocabulary) -> SearchConfig:
-        """A bundle's ``decoding`` entry -> the default search (``<unk>`` never generated)."""
+    def search_defaults(decoding: Decoding | Mapping[str, Any], vocab: Vocabulary) -> SearchConfig:
+        """A bundle's default search (``Manifest.search``, or a ``decoding`` dict whose missing
+        keys take the manifest's defaults) -> the search config (``<unk>`` never generated)."""
+        d = decoding if isinstance(decoding, Decoding) else Decoding.from_dict(decoding)
         return SearchConfig(
-            beam_size=int(decoding.get("beam_size", 3)),
-            max_len=int(decoding.get("max_len", 20)),
-            length_penalty=float(decoding.get("length_penalty", 0.0)),
+            beam_size=d.beam_size,
+            max_len=d.max_len,
+            length_penalty=d.length_penalty,
             suppress=suppress_ids(vocab.itos, [UNK]),
         )
 
@@ -141,6 +123,8 @@ class CaptionPipeline:
     def load_image(self, source: ImageSource) -> torch.Tensor:
         """Decode and validate one image (MediaError on bad input) -> (3, S, S) uint8."""
         size = self.preprocess.size
+        if isinstance(source, np.ndarray):
+            source = image_from_array(source)
         image = decode_image(source, self.limits, draft=(size, size))
         return self.preprocess.to_uint8(image)
 
@@ -311,12 +295,16 @@ class CaptionPipeline:
         length_penalty: float | None = None,
         return_attention: bool = False,
         batch_size: int = 16,
-    ) -> CaptionResult | list[CaptionResult]:
+        errors: Errors = "raise",
+    ) -> CaptionResult | ErrorResult | list[CaptionResult | ErrorResult]:
         """Caption one image (-> a result) or a list of them (-> a list, in order).
 
-        Sources are paths, bytes or PIL images. An unreadable image raises ``MediaError``
-        naming the problem; for many files with per-file errors, use ``captioner caption``.
+        Sources are paths, bytes, PIL images or ``HxWx3`` uint8 RGB arrays (``HxW`` grey and
+        ``HxWx4`` RGBA too; an ``NxHxWx3`` array is N images). An unreadable image raises
+        ``MediaError`` naming the problem; with ``errors="return"`` it gives an
+        :class:`ErrorResult` in its place instead, and the other images are captioned.
         """
+        check_errors(errors)
         single = is_single_image(images)
         sources = [images] if single else list(images)  # type: ignore[arg-type]
         options = dict(
@@ -327,11 +315,19 @@ class CaptionPipeline:
             return_attention=return_attention,
         )
         self.search_config(**options).validate(len(self.vocab))
-        results: list[CaptionResult] = []
+        results: list[CaptionResult | ErrorResult] = []
         for start in range(0, len(sources), batch_size):
-            chunk = [self.load_image(s) for s in sources[start : start + batch_size]]
-            results.extend(self.caption_batch(chunk, **options))
+            chunk = sources[start : start + batch_size]
+            results.extend(
+                per_item(chunk, self.load_image, lambda t: self.caption_batch(t, **options), errors)
+            )
         return results[0] if single else results
+
+    def __call__(
+        self, images: ImageSource | Sequence[ImageSource], **options: Any
+    ) -> CaptionResult | ErrorResult | list[CaptionResult | ErrorResult]:
+        """``model(images, ...)`` is ``model.caption(images, ...)``, as a pipeline is called."""
+        return self.caption(images, **options)
 
     # -- postprocess ------------------------------------------------------------------------
 
@@ -360,22 +356,29 @@ class CaptionPipeline:
         )
 
 
-class Captioner(CaptionPipeline):
-    """Image captioning: a CNN encoder and an attention-LSTM decoder with beam search."""
+class Captioner(BundleModel, CaptionPipeline):
+    """Image captioning: a CNN encoder and an attention-LSTM decoder with beam search.
+
+    ``manifest``: the bundle's typed manifest (``spec``), which gives the default search.
+    """
+
+    task = "caption"
 
     def __init__(
         self,
         encoder: Encoder,
         decoder: CaptionDecoder,
         vocab: Vocabulary,
-        manifest: dict | None = None,
+        manifest: Manifest | dict | None = None,
         device: str | torch.device = "auto",
         limits: ImageLimits = DEFAULT_LIMITS,
         domain: DomainStats | None = None,
     ):
         dev = resolve_device(device)
-        self.manifest = manifest or {}
-        search = self.search_defaults(self.manifest.get("decoding", {}), vocab)
+        if isinstance(manifest, dict):
+            manifest = Manifest.from_dict(manifest)
+        self.spec = manifest
+        search = self.search_defaults(manifest.search if manifest else Decoding(), vocab)
         self.encoder = prepare_encoder(encoder, dev)
         super().__init__(
             decoder.eval().to(dev), vocab, search, dev, encoder.preprocess, limits=limits
@@ -408,11 +411,7 @@ class Captioner(CaptionPipeline):
             raise BundleError(
                 f"{b.path}: domain statistics do not fit {encoder.feature_dim}-d features"
             )
-        return cls(encoder, decoder, vocab, manifest=spec.to_dict(), device=device, domain=domain)
-
-    @property
-    def name(self) -> str:
-        return self.manifest.get("name", "captioner")
+        return cls(encoder, decoder, vocab, manifest=spec, device=device, domain=domain)
 
     @property
     def preprocess(self) -> Preprocess:

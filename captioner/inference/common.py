@@ -5,23 +5,31 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import numpy as np
 import torch
+from PIL import Image
 
 from captioner.bundle import (
     Bundle,
     BundleError,
+    Manifest,
     load_bundle,
     load_state_strict,
+    read_manifest,
     shipped_bundle_dir,
 )
+from captioner.bundle.manifest import DEFAULT_NAMES
 from captioner.encoders import Encoder, build_encoder
+from captioner.inference.results import ErrorResult, Errors
+from captioner.media import MediaError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+R = TypeVar("R")
 M = TypeVar("M", bound=torch.nn.Module)
 
 
@@ -67,12 +75,14 @@ def encode_images(encoder: Encoder, images: torch.Tensor, device: torch.device) 
 
 
 def open_bundle(bundle: str | os.PathLike | Bundle, task: str) -> Bundle:
-    """Load (hash-checked) a bundle and check it is for ``task``."""
-    b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-    if b.task != task:
+    """Load (hash-checked) a bundle and check it is for ``task``: a bundle of the other task is
+    refused as such before its manifest is read field by field."""
+    found = bundle.task if isinstance(bundle, Bundle) else read_manifest(bundle)["task"]
+    if found != task:
+        where = bundle.path if isinstance(bundle, Bundle) else bundle
         article = "an" if task[0] in "aeiou" else "a"
-        raise BundleError(f"{b.path} is a {b.task!r} bundle, not {article} {task} bundle")
-    return b
+        raise BundleError(f"{where} is a {found!r} bundle, not {article} {task} bundle")
+    return bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
 
 
 def manifest_part(b: Bundle, read: Callable[[], T]) -> T:
@@ -121,3 +131,74 @@ def default_bundle_dir(task: str = "caption") -> Path:
     if env:
         return Path(env)
     return shipped_bundle_dir(task)
+
+
+class BundleModel:
+    """What a task's model says about itself, read from its bundle's typed manifest (``spec``;
+    None for a model built without a bundle, which then goes by its task's default name)."""
+
+    task: str = "caption"
+    spec: Manifest | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name if self.spec is not None else DEFAULT_NAMES[self.task]
+
+    @property
+    def version(self) -> str:
+        return self.spec.version if self.spec is not None else ""
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """Evaluation results stored in the bundle, by split (empty when there are none)."""
+        return self.spec.metrics if self.spec is not None else {}
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The manifest as its JSON object (a copy; read the typed ``spec`` instead)."""
+        return self.spec.to_dict() if self.spec is not None else {}
+
+
+def per_item(
+    sources: Sequence[Any],
+    load: Callable[[Any], T],
+    run: Callable[[list[T]], list[R]],
+    errors: Errors,
+) -> list[R | ErrorResult]:
+    """``load`` each source, ``run`` the model once on those that loaded; results in order.
+
+    A source that ``load`` refuses (MediaError) raises with ``errors="raise"``; with
+    ``errors="return"`` it gets an :class:`ErrorResult` in its place and the rest go on.
+    """
+    loaded: list[T | ErrorResult] = []
+    for source in sources:
+        try:
+            loaded.append(load(source))
+        except MediaError as exc:
+            if errors == "raise":
+                raise
+            loaded.append(ErrorResult.of(source, exc))
+    good = [x for x in loaded if not isinstance(x, ErrorResult)]
+    out = iter(run(good) if good else [])
+    return [x if isinstance(x, ErrorResult) else next(out) for x in loaded]
+
+
+_ARRAY_SHAPES = "an HxWx3 uint8 RGB array (HxW grey and HxWx4 RGBA are accepted too)"
+
+
+def image_from_array(array: np.ndarray) -> Image.Image:
+    """A NumPy image -> a PIL image for :func:`captioner.media.decode_image` (which applies the
+    size limits and composites RGBA on white). Anything but uint8 ``HxWx3``, ``HxW`` or
+    ``HxWx4`` is a MediaError naming the expected shape and dtype."""
+    if array.dtype != np.uint8:
+        hint = ""
+        if np.issubdtype(array.dtype, np.floating):
+            hint = "; for 0-1 floats use (array * 255).round().astype(np.uint8)"
+        raise MediaError(f"expected {_ARRAY_SHAPES}, got dtype {array.dtype}{hint}")
+    grey = array.ndim == 2
+    if not (grey or (array.ndim == 3 and array.shape[2] in (3, 4))) or 0 in array.shape:
+        hint = ""
+        if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (3, 4):
+            hint = "; for a channels-first array use array.transpose(1, 2, 0)"
+        raise MediaError(f"expected {_ARRAY_SHAPES}, got shape {tuple(array.shape)}{hint}")
+    return Image.fromarray(np.ascontiguousarray(array))

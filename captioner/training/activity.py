@@ -15,9 +15,9 @@ import torch
 
 from captioner import metrics
 from captioner.bundle import EncoderEntry, Manifest
-from captioner.data.features import build_feature_cache, cache_key, keys_digest
-from captioner.data.videos import ClipFiles, VideoDataset, VideoRecord, load_video_dataset
-from captioner.encoders import Encoder, build_encoder
+from captioner.data.features import CachedClips, cached_clips, default_cache_root
+from captioner.data.videos import load_video_dataset
+from captioner.encoders import build_encoder
 from captioner.inference import (
     clip_probabilities,
     encode_images,
@@ -27,56 +27,10 @@ from captioner.inference import (
 from captioner.media import MediaError
 from captioner.models.activity import ActivityModel, ActivityModelConfig
 from captioner.training import distributed
-from captioner.training.caption import default_cache_root, grid_cells
-from captioner.training.loop import TrainConfig, fit
+from captioner.training.loop import RunConfig, TrainConfig, check_config, fit
 from captioner.video import probe_video
 
 log = logging.getLogger(__name__)
-
-
-def encode_clips(encoder: Encoder, clips: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """(..., T, 3, S, S) uint8 -> (..., T, N, C): all frames of all clips in one encoder batch."""
-    lead = clips.shape[:-3]
-    grid = encode_images(encoder, clips.reshape(-1, *clips.shape[-3:]), device)
-    return grid.reshape(*lead, *grid.shape[1:])
-
-
-@dataclass
-class CachedClips:
-    records: list[VideoRecord]
-    features: torch.Tensor  # (M, K, T, N, C) float16
-
-
-def cached_clips(
-    data: VideoDataset,
-    encoder: Encoder,
-    num_frames: int,
-    samples: int,
-    cache_root: Path,
-    device: torch.device,
-    batch_size: int = 4,
-    workers: int = 2,
-    progress: bool = True,
-) -> CachedClips:
-    """Encode every video's clips once (or reuse the cache); unreadable videos are skipped."""
-    encoder = prepare_encoder(encoder, device)
-    pre = encoder.preprocess
-    keys = [str(r.path.resolve()) for r in data.records]
-    folder = cache_root / "clips" / cache_key(encoder.name, pre.to_dict()) / keys_digest(keys)
-    cache = build_feature_cache(
-        lambda batch: encode_clips(encoder, batch, device),
-        ClipFiles([r.path for r in data.records], num_frames, pre.size, samples),
-        keys,
-        folder / f"t{num_frames}-k{samples}",
-        item_shape=(samples, num_frames, grid_cells(encoder), encoder.feature_dim),
-        meta={"encoder": encoder.name, "preprocess": pre.to_dict(), "sampling": "tsn-v1"},
-        batch_size=batch_size,
-        workers=workers,
-        progress=progress,
-        unit="video",
-    )
-    kept, features = cache.readable(data.records, lambda r: str(r.path.resolve()), "videos")
-    return CachedClips(kept, features)
 
 
 def parse_pairs(text: str) -> list[tuple[str, str]]:
@@ -139,6 +93,8 @@ def clip_seconds(paths: Sequence[Path], most: int = 400) -> dict[str, float] | N
 
 class ActivityTask:
     """Cached clips for :func:`captioner.training.loop.fit`; a random cached clip per epoch."""
+
+    metric_names = ("top1", "top5")  # what validate() reports, checked by fit()
 
     def __init__(
         self,
@@ -219,30 +175,32 @@ def train_activity(
     out: str | os.PathLike,
     train_list: str | os.PathLike | None = None,
     val_list: str | os.PathLike | None = None,
-    encoder_name: str = "efficientnet_lite0",
     opts: ActivityOptions | None = None,
-    train_cfg: TrainConfig | None = None,
-    device: str = "auto",
-    resume: bool = False,
-    cache_root: Path | None = None,
-    workers: int = 2,
-    name: str = "activity",
-    command: str | None = None,
+    run: RunConfig | None = None,
 ) -> Path:
-    """Train an activity model over cached frame grids and write a bundle."""
+    """Train an activity model over cached frame grids and write a bundle (``run``: encoder,
+    device, resume, caches...; monitor default ``top1``)."""
     opts = opts or ActivityOptions()
-    train_cfg = train_cfg or TrainConfig(monitor="top1")
-    _, dev = distributed.setup(resolve_device(device))
-    cache_root = cache_root or default_cache_root()
+    run = run or RunConfig()
+    train_cfg = run.train_cfg or TrainConfig(monitor="top1")
+    encoder_name, workers, name = run.encoder_name, run.workers, run.name or "activity"
+    check_config(train_cfg, ActivityTask.metric_names)  # before any cache is built
+    _, dev = distributed.setup(resolve_device(run.device))
+    cache_root = run.cache_root or default_cache_root()
     train_data = load_video_dataset(data, train_list)
     val_data = load_video_dataset(val, val_list, classes=train_data.classes)
     encoder = build_encoder(encoder_name)
     if opts.image_size:  # small clips gain nothing from upscaling; the size travels in the bundle
         encoder.preprocess = dataclasses.replace(encoder.preprocess, size=opts.image_size)
-    common = dict(cache_root=cache_root, device=dev, workers=workers, progress=train_cfg.progress)
+    common = dict(cache_root=cache_root, workers=workers, progress=train_cfg.progress)
     with distributed.main_first():  # rank 0 fills the caches; the others then read them
-        train = cached_clips(train_data, encoder, opts.num_frames, opts.train_samples, **common)
-        val_clips = cached_clips(val_data, encoder, opts.num_frames, 1, **common)
+        enc = prepare_encoder(encoder, dev)
+
+        def encode(batch: torch.Tensor) -> torch.Tensor:
+            return encode_images(enc, batch, dev)
+
+        train = cached_clips(train_data, enc, encode, opts.num_frames, opts.train_samples, **common)
+        val_clips = cached_clips(val_data, enc, encode, opts.num_frames, 1, **common)
     config = ActivityModelConfig(
         num_classes=len(train_data.classes),
         feature_dim=encoder.feature_dim,
@@ -270,7 +228,7 @@ def train_activity(
         train_cfg.seed,
         reverse_pairs=opts.reverse_pairs,
     )
-    result = fit(task, train_cfg, out, dev, resume=resume)
+    result = fit(task, train_cfg, out, dev, resume=run.resume)
     manifest = Manifest(
         task="activity",
         name=name,
@@ -290,7 +248,7 @@ def train_activity(
                 "train_videos": len(train.records),
                 "val_videos": len(val_clips.records),
             },
-            "command": command or "",
+            "command": run.command or "",
             "config": train_cfg.to_dict(),
             "options": asdict(opts),
             "best_epoch": result.best_epoch,

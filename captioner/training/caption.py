@@ -14,23 +14,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from captioner import metrics
 from captioner.bundle import EncoderEntry, Manifest
-from captioner.data.captions import CaptionRecord, load_captions
-from captioner.data.features import build_feature_cache, cache_key, keys_digest
+from captioner.data.captions import load_captions
+from captioner.data.features import CachedSplit, cached_split, default_cache_root
 from captioner.data.images import ImageFiles, image_loader
 from captioner.encoders import Encoder, build_encoder
 from captioner.inference import CaptionPipeline, encode_images, prepare_encoder, resolve_device
 from captioner.models.caption import CaptionDecoder, CaptionDecoderConfig
 from captioner.training import distributed
-from captioner.training.loop import TrainConfig, fit
+from captioner.training.loop import RunConfig, TrainConfig, check_config, fit
 from captioner.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
-
-
-def default_cache_root() -> Path:
-    """``$CAPTIONER_CACHE`` or ``~/.cache/captioner``."""
-    env = os.environ.get("CAPTIONER_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "captioner"
 
 
 def pad_captions(seqs: Sequence[Sequence[int]], pad_id: int = 0) -> torch.Tensor:
@@ -44,6 +38,9 @@ def pad_captions(seqs: Sequence[Sequence[int]], pad_id: int = 0) -> torch.Tensor
 
 class CaptionTask:
     """(image, caption) pairs over cached features, for :func:`captioner.training.loop.fit`."""
+
+    #: what :meth:`validate` reports (:func:`captioner.metrics.score`), checked by fit()
+    metric_names = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "CIDEr-D", "ROUGE-L")
 
     def __init__(
         self,
@@ -179,51 +176,6 @@ class FineTuneCaptionTask(CaptionTask):
         return super().validate()
 
 
-@dataclass
-class CachedSplit:
-    records: list[CaptionRecord]
-    features: torch.Tensor | None  # (M, N, C) float16, one row per kept record
-
-
-def cached_split(
-    records: list[CaptionRecord],
-    images: str | os.PathLike,
-    encoder: Encoder,
-    cache_root: Path,
-    device: torch.device,
-    batch_size: int = 32,
-    workers: int = 2,
-    progress: bool = True,
-) -> CachedSplit:
-    """Encode the split's images once (or reuse the cache) and load their features."""
-    encoder = prepare_encoder(encoder, device)
-    pre = encoder.preprocess
-    key = cache_key(encoder.name, pre.to_dict(), images)
-    names = list(dict.fromkeys(r.file_name for r in records))
-    cache = build_feature_cache(
-        lambda batch: encode_images(encoder, batch, device),
-        ImageFiles([Path(images) / n for n in names], pre),
-        names,
-        cache_root / "features" / key / keys_digest([r.file_name for r in records]),
-        item_shape=(grid_cells(encoder), encoder.feature_dim),
-        meta={
-            "encoder": encoder.name,
-            "preprocess": pre.to_dict(),
-            "images_root": str(Path(images).resolve()),
-        },
-        batch_size=batch_size,
-        workers=workers,
-        progress=progress,
-    )
-    kept, features = cache.readable(records, lambda r: r.file_name, "images", f" under {images}")
-    return CachedSplit(kept, features)
-
-
-def grid_cells(encoder: Encoder) -> int:
-    """Number of cells N in the encoder's (B, N, C) grid at its input size."""
-    return encoder.grid_cells
-
-
 @dataclass(frozen=True)
 class CaptionModelOptions:
     """Decoder shape and vocabulary options for training."""
@@ -252,26 +204,23 @@ def train_caption(
     val_images: str | os.PathLike | None = None,
     train_split: str | None = None,
     val_split: str | None = None,
-    encoder_name: str = "efficientnet_lite0",
     model_opts: CaptionModelOptions | None = None,
-    train_cfg: TrainConfig | None = None,
-    device: str = "auto",
-    resume: bool = False,
-    cache_root: Path | None = None,
-    workers: int = 2,
-    name: str = "captioner",
-    command: str | None = None,
+    run: RunConfig | None = None,
 ) -> Path:
-    """Train a caption decoder and write a bundle; ``command`` is recorded in the manifest.
+    """Train a caption decoder and write a bundle (``run``: encoder, device, resume, caches...;
+    its ``command`` is recorded in the manifest; monitor default ``CIDEr-D``).
 
     With a frozen encoder (the default) the encoder runs once per image into the feature cache
     and epochs read the cache; with ``fine_tune_blocks`` its last blocks train too, and images
     are encoded at every step.
     """
     model_opts = model_opts or CaptionModelOptions()
-    train_cfg = train_cfg or TrainConfig()
-    world, dev = distributed.setup(resolve_device(device))
-    cache_root = cache_root or default_cache_root()
+    run = run or RunConfig()
+    train_cfg = run.train_cfg or TrainConfig()
+    encoder_name, workers, name = run.encoder_name, run.workers, run.name or "captioner"
+    check_config(train_cfg, CaptionTask.metric_names)  # before any cache is built
+    world, dev = distributed.setup(resolve_device(run.device))
+    cache_root = run.cache_root or default_cache_root()
     train_records = load_captions(train_data, train_split)
     val_records = load_captions(val_data, val_split)
     vocab = Vocabulary.build(
@@ -279,7 +228,7 @@ def train_caption(
     )
     log.info("vocabulary: %d tokens (min count %d)", len(vocab), model_opts.min_count)
     encoder = build_encoder(encoder_name)
-    common = dict(cache_root=cache_root, device=dev, workers=workers, progress=train_cfg.progress)
+    common = dict(cache_root=cache_root, workers=workers, progress=train_cfg.progress)
     tuned = model_opts.fine_tune_blocks
     if tuned and world.distributed:
         raise ValueError(
@@ -290,8 +239,13 @@ def train_caption(
         train, val = CachedSplit(train_records, None), CachedSplit(val_records, None)
     else:
         with distributed.main_first():  # rank 0 fills the caches; the others then read them
-            train = cached_split(train_records, images, encoder, **common)
-            val = cached_split(val_records, val_images or images, encoder, **common)
+            enc = prepare_encoder(encoder, dev)
+
+            def encode(batch: torch.Tensor) -> torch.Tensor:
+                return encode_images(enc, batch, dev)
+
+            train = cached_split(train_records, images, enc, encode, **common)
+            val = cached_split(val_records, val_images or images, enc, encode, **common)
     pairs = [
         (
             row,
@@ -311,7 +265,7 @@ def train_caption(
         dropout=model_opts.dropout,
         attention=model_opts.attention,
         alpha_c=model_opts.alpha_c,
-        positions=grid_cells(encoder) if model_opts.positions and model_opts.attention else 0,
+        positions=encoder.grid_cells if model_opts.positions and model_opts.attention else 0,
     )
     torch.manual_seed(train_cfg.seed)
     model = CaptionDecoder(config)
@@ -340,7 +294,7 @@ def train_caption(
         task = CaptionTask(
             model, train_features=train.features, val_features=val.features, **shared
         )
-    result = fit(task, train_cfg, out, dev, resume=resume)
+    result = fit(task, train_cfg, out, dev, resume=run.resume)
     weights = {"decoder.safetensors": result.best_state}
     if tuned:  # the fit saved EncoderDecoder weights: split them into the bundle's two files
         weights = {
@@ -373,7 +327,7 @@ def train_caption(
                 "train_pairs": len(pairs),
                 "val_images": len(val.records),
             },
-            "command": command or "",
+            "command": run.command or "",
             "config": train_cfg.to_dict(),
             "model_options": model_opts.__dict__,
             "best_epoch": result.best_epoch,

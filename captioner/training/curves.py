@@ -14,6 +14,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from captioner.drawing import PALETTE, font
+from captioner.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +125,9 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: str | os.PathLike) -
     best_epoch = best[-1] if best else None
     _draw_panel(draw, (0, 0, width * s // 2, height * s), "training loss", loss, best_epoch, s)
     _draw_panel(draw, (width * s // 2, 0, width * s, height * s), "validation", val, best_epoch, s)
-    out = Path(path)
-    tmp = out.with_name(out.name + ".tmp.png")
-    img.resize((width, height), Image.Resampling.LANCZOS).save(tmp)
-    os.replace(tmp, out)  # a viewer never sees a half-written file
-    return out
+    small = img.resize((width, height), Image.Resampling.LANCZOS)
+    # Atomic, so a viewer never sees a half-written file.
+    return atomic_write(path, lambda tmp: small.save(tmp, format="PNG"))
 
 
 def _is_number(value: Any) -> bool:

@@ -14,7 +14,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from captioner.files import atomic_write
 from captioner.progress import progress_bar
 from captioner.training import distributed
 from captioner.training.curves import TrainingCurves
@@ -52,17 +53,55 @@ class TrainConfig:
         return asdict(self)
 
 
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What both training entry points (``train_caption``, ``train_activity``) take besides
+    their data and model options: the run's optimisation, encoder, place and bookkeeping.
+
+    The field names are those of the keyword arguments they replace.
+    """
+
+    train_cfg: TrainConfig | None = None  # None: the task's default (it picks the monitor)
+    encoder_name: str = "efficientnet_lite0"
+    device: str = "auto"
+    resume: bool = False  # continue from <out>/checkpoint
+    cache_root: Path | None = None  # feature caches; None: $CAPTIONER_CACHE or ~/.cache/captioner
+    workers: int = 2  # decoding processes
+    name: str | None = None  # the bundle's name; None: the task's own
+    command: str | None = None  # recorded in the manifest
+
+
 def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
     """The learning rate of 1-based ``epoch``: a function of the epoch alone, so resume agrees."""
     if cfg.schedule == "constant":
         return cfg.lr
     if cfg.schedule == "cosine":
         return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / max(cfg.epochs, 1)))
-    raise ValueError(f"schedule must be 'constant' or 'cosine', got {cfg.schedule!r}")
+    raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
+
+
+def check_config(cfg: TrainConfig, metric_names: Sequence[str] | None = None) -> None:
+    """Refuse, before any work, a schedule the loop does not know and a ``monitor`` the task's
+    validation never reports (it would never improve, and the run would keep its last epoch)."""
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
+    if metric_names is not None and cfg.monitor not in metric_names:
+        raise ValueError(
+            f"monitor {cfg.monitor!r} is not a metric this task's validation reports; "
+            f"choose one of: {', '.join(metric_names)}"
+        )
 
 
 class Task(Protocol):
-    """What a task gives the loop."""
+    """What a task gives the loop.
+
+    A task may also declare ``metric_names``, the keys :meth:`validate` returns, so that
+    :func:`fit` can check ``monitor`` before the first epoch; without them it checks the
+    first validation's results.
+    """
 
     model: nn.Module
 
@@ -88,12 +127,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -174,11 +207,11 @@ class Checkpointer:
             "optimizer": f"optimizer-{epoch}.safetensors",
         }
         sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        _atomic(self.dir / files["model"], lambda p: save_file(sd, str(p)))
+        atomic_write(self.dir / files["model"], lambda p: save_file(sd, str(p)))
         opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
-        _atomic(self.dir / files["optimizer"], lambda p: save_file(opt_tensors, str(p)))
+        atomic_write(self.dir / files["optimizer"], lambda p: save_file(opt_tensors, str(p)))
         if best_state is not None and info.get("best_epoch") == epoch:
-            _atomic(self.dir / "best.safetensors", lambda p: save_file(best_state, str(p)))
+            atomic_write(self.dir / "best.safetensors", lambda p: save_file(best_state, str(p)))
         state = {
             "epoch": epoch,
             "files": files,
@@ -187,7 +220,7 @@ class Checkpointer:
             "scaler": scaler.state_dict() if scaler is not None else {},
             **info,
         }
-        _atomic(self.state_path, lambda p: p.write_text(json.dumps(state)))
+        atomic_write(self.state_path, lambda p: p.write_text(json.dumps(state)))
         for old in self.dir.glob("*-*.safetensors"):  # earlier epochs' files
             if old.name not in files.values():
                 old.unlink(missing_ok=True)
@@ -210,7 +243,12 @@ def fit(
     device: torch.device,
     resume: bool = False,
 ) -> FitResult:
-    """Train ``task.model`` for ``cfg.epochs`` epochs with validation and early stopping."""
+    """Train ``task.model`` for ``cfg.epochs`` epochs with validation and early stopping.
+
+    ValueError, before anything is trained or written, for an unknown schedule or a
+    ``monitor`` the task's validation does not report (see :func:`check_config`).
+    """
+    check_config(cfg, getattr(task, "metric_names", None))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = task.model.to(device)
@@ -240,7 +278,7 @@ def fit(
         history = state["history"]
         if world.main:  # the log says what the checkpoint says: no row twice, none missing
             rows = "".join(json.dumps(row) + "\n" for row in history)
-            _atomic(log_path, lambda p: p.write_text(rows))
+            atomic_write(log_path, lambda p: p.write_text(rows))
         best_metric, best_epoch = state["best_metric"], state["best_epoch"]
         best_metrics = state["best_metrics"]
         start_epoch = state["epoch"] + 1
@@ -283,7 +321,12 @@ def fit(
         model.eval()
         # Rank 0 validates; every rank gets its numbers, so early stopping agrees everywhere.
         metrics = distributed.from_main(task.validate() if world.main else None)
-        value = metrics.get(cfg.monitor, -math.inf)
+        if cfg.monitor not in metrics:  # a task that declares no metric_names
+            raise ValueError(
+                f"validation reported no {cfg.monitor!r} (monitor); it reported: "
+                f"{', '.join(metrics) or 'nothing'}. Set TrainConfig.monitor to one of them."
+            )
+        value = metrics[cfg.monitor]
         improved = value > best_metric
         if improved:
             best_metric, best_epoch, best_metrics = value, epoch, dict(metrics)

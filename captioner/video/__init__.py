@@ -10,6 +10,7 @@ to use them.
 """
 
 from captioner.video.decode import DecodeCancelled
+from captioner.video.info import VideoInfo
 from captioner.video.intake import (
     DEFAULT_VIDEO_LIMITS,
     FFMPEG_OPTIONS_ENV,
@@ -23,7 +24,6 @@ from captioner.video.intake import (
 )
 from captioner.video.readers import (
     Clip,
-    VideoInfo,
     decode_clip,
     iter_frames,
     probe_video,

@@ -22,16 +22,13 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from captioner.intake import MediaError
+from captioner.video.info import VideoInfo
 from captioner.video.intake import VideoLimits, restrict_ffmpeg_protocols
-
-if TYPE_CHECKING:
-    from captioner.video.readers import VideoInfo
 
 StopCheck = Callable[[], bool] | None
 

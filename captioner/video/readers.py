@@ -32,6 +32,7 @@ from captioner.video.decode import (
     plan_read,
     read_planned,
 )
+from captioner.video.info import VideoInfo
 from captioner.video.intake import (
     DEFAULT_VIDEO_LIMITS,
     SUPPORTED_VIDEO,
@@ -44,18 +45,6 @@ from captioner.video.intake import (
 from captioner.video.sampling import segment_indices, uniform_indices
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What a video's header says: ``duration_s`` is ``frame_count / fps``."""
-
-    frame_count: int
-    fps: float
-    width: int
-    height: int
-    duration_s: float
-    format: str
 
 
 @dataclass

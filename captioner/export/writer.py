@@ -1,17 +1,5 @@
-"""Export a caption bundle to TorchScript or ONNX, and a small runner for the exported graphs.
-
-A bundle becomes three graphs with a dynamic batch dimension, so a deployment needs neither
-this package's Python models nor its preprocessing beyond the resize:
-
-- ``encoder``: uint8 images (B, 3, S, S) -> feature grid (B, N, C), normalisation included;
-- ``decoder_init``: features (B, N, C) -> the state before ``<start>`` (h, c, memory, keys);
-- ``decoder_step``: one word per row -> log-probs (B, V), attention (B, N), the next (h, c).
-
-The search (greedy or beam) stays outside the graphs: :class:`ExportedCaptioner` drives
-``captioner.decoding`` with an adapter that calls the exported step, so the exported pipeline
-and the eager one share a single beam search. ``export.json`` beside the graphs says
-everything a foreign runtime needs: names and shapes, vocabulary, special ids, preprocessing.
-"""
+"""Writing an export: a caption bundle -> three graphs (TorchScript or ONNX), the ImageNet head's
+tensors and ``export.json``."""
 
 from __future__ import annotations
 
@@ -20,39 +8,31 @@ import inspect
 import json
 import logging
 import os
-import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from captioner.decoding import SearchConfig
-from captioner.encoders import ImageNetHead, Preprocess, sha256_file
-from captioner.inference import Captioner, CaptionPipeline
-from captioner.media import DEFAULT_LIMITS, ImageLimits
-from captioner.models.caption import CaptionDecoder, CaptionDecoderConfig, DecoderState
-from captioner.vocab import END, PAD, START, UNK, Vocabulary
+from captioner.export.format import (
+    DEFAULT_OPSET,
+    EXPORT_VERSION,
+    FORMATS,
+    HEAD_FILE,
+    META_FILE,
+    ONNX_PACKAGES,
+    SUFFIX,
+    ExportError,
+    Tensors,
+    known_warnings,
+)
+from captioner.files import atomic_write, atomic_write_text, sha256_file
+from captioner.inference import Captioner
+from captioner.models.caption import CaptionDecoder, DecoderState
+from captioner.vocab import END, PAD, START, UNK
 
 log = logging.getLogger(__name__)
-
-FORMATS = ("torchscript", "onnx")
-SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
-EXPORT_VERSION = 1
-HEAD_FILE = "head.safetensors"
-DEFAULT_OPSET = 18
-ONNX_PACKAGES = "pip install 'captioner[export]'  (or: pip install onnx onnxscript onnxruntime)"
-
-Tensors = tuple[torch.Tensor, ...]
-
-
-class ExportError(ValueError):
-    """An export cannot be written or read: unknown format, missing package, bad export folder."""
-
-
-# --- the graphs ---------------------------------------------------------------------------------
 
 
 class _EncoderGraph(nn.Module):
@@ -110,7 +90,7 @@ def _io_spec(captioner: Captioner) -> dict[str, dict[str, list[dict[str, Any]]]]
     """Input / output names, dtypes and shapes of the three graphs ("batch" is dynamic)."""
     cfg = captioner.decoder.config
     size = captioner.preprocess.size
-    rows, cols = _grid_shape(captioner)
+    rows, cols = captioner.encoder.grid_shape
     n = rows * cols
     C, H, V = cfg.feature_dim, cfg.hidden_dim, cfg.vocab_size
 
@@ -135,14 +115,6 @@ def _io_spec(captioner: Captioner) -> dict[str, dict[str, list[dict[str, Any]]]]
     }
 
 
-def _grid_shape(captioner: Captioner) -> tuple[int, int]:
-    """(rows, cols) of the encoder's feature map at the bundle's input size."""
-    size = captioner.preprocess.size
-    with torch.no_grad():
-        fmap = captioner.encoder.trunk(torch.zeros(1, 3, size, size))
-    return int(fmap.size(-2)), int(fmap.size(-1))
-
-
 def _example_inputs(spec: dict, batch: int) -> Tensors:
     """Inputs of one graph's ``spec`` for ``batch`` rows (valid token ids, random images)."""
     g = torch.Generator().manual_seed(batch)
@@ -156,21 +128,6 @@ def _example_inputs(spec: dict, batch: int) -> Tensors:
         else:
             out.append(torch.rand(shape, generator=g))
     return tuple(out)
-
-
-# --- exporting ----------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _known_warnings():
-    """Hide warnings that say nothing about this export: TorchScript's deprecation notice, the
-    tracer's note that the grid size is baked in (it is fixed by the bundle anyway) and the
-    ONNX exporter's note that every input shares the one "batch" dimension."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated")
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", message=r"# The axis name: batch will not be used")
-        yield
 
 
 @contextlib.contextmanager
@@ -263,7 +220,7 @@ def export_bundle(
         "decoder_step": _StepGraph(captioner.decoder),
     }
     graphs = {}
-    with torch.no_grad(), _known_warnings():
+    with torch.no_grad(), known_warnings():
         for name, module in modules.items():
             path = folder / f"{name}{SUFFIX[fmt]}"
             log.info("exporting %s -> %s", name, path)
@@ -280,21 +237,22 @@ def export_bundle(
         # The ImageNet head names object slots and gives tags: a plain (1000, C) matrix on the
         # grid's mean, kept as tensors rather than a graph so any runtime can apply it.
         head = folder / HEAD_FILE
-        save_file({"weight": captioner.head.weight, "bias": captioner.head.bias}, str(head))
+        tensors = {"weight": captioner.head.weight, "bias": captioner.head.bias}
+        atomic_write(head, lambda tmp: save_file(tensors, str(tmp)))
         meta["head"] = {
             "file": HEAD_FILE,
             "sha256": sha256_file(head),
             "note": "ImageNet class probabilities = softmax(weight @ mean(grid over cells) + bias)",
         }
-    meta_path = folder / "export.json"
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    meta_path = folder / META_FILE
+    atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
     return meta_path
 
 
 def _metadata(
     captioner: Captioner, bundle: str | os.PathLike, fmt: str, opset: int, graphs: dict
 ) -> dict[str, Any]:
-    m = captioner.manifest
+    files = captioner.spec.files if captioner.spec is not None else {}
     search = captioner.default_search
     return {
         "format": fmt,
@@ -302,17 +260,17 @@ def _metadata(
         "torch_version": torch.__version__,
         "opset": opset if fmt == "onnx" else None,
         "source": {
-            "name": m.get("name"),
-            "version": m.get("version"),
+            "name": captioner.name,
+            "version": captioner.version,
             "path": str(Path(bundle)),
-            "sha256": {name: meta["sha256"] for name, meta in m["files"].items()},
+            "sha256": {name: meta["sha256"] for name, meta in files.items()},
         },
         "preprocess": {
             **captioner.preprocess.to_dict(),
             "note": "RGB, resized to size x size without crop, uint8 (B, 3, S, S); mean/std "
             "are applied inside the encoder graph",
         },
-        "grid": list(_grid_shape(captioner)),
+        "grid": list(captioner.encoder.grid_shape),
         "model": captioner.decoder.config.to_dict(),
         "vocabulary": list(captioner.vocab.itos),
         "special_tokens": {
@@ -327,130 +285,3 @@ def _metadata(
         },
         "graphs": graphs,
     }
-
-
-# --- running an export --------------------------------------------------------------------------
-
-
-class _GraphDecoder:
-    """The decoder interface ``captioner.decoding`` drives, backed by exported graphs."""
-
-    def __init__(self, config: CaptionDecoderConfig, init: Callable, step: Callable):
-        self.config = config
-        self._init, self._step = init, step
-
-    @property
-    def vocab_size(self) -> int:
-        return self.config.vocab_size
-
-    def init_state(self, features: torch.Tensor) -> DecoderState:
-        out = self._init(features)
-        if self.config.attention:
-            h, c, memory, keys = out
-            return DecoderState(h, c, memory, keys)
-        h, c = out
-        return DecoderState(h, c, None, None)
-
-    def step(
-        self, state: DecoderState, tokens: torch.Tensor
-    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
-        if self.config.attention:
-            logp, alpha, h, c = self._step(tokens, state.h, state.c, state.memory, state.keys)
-        else:
-            (logp, h, c), alpha = self._step(tokens, state.h, state.c), None
-        return logp, DecoderState(h, c, state.memory, state.keys), alpha
-
-
-def _torchscript_runner(path: Path) -> Callable[..., Tensors]:
-    with _known_warnings():
-        module = torch.jit.load(str(path), map_location="cpu").eval()
-
-    def run(*inputs: torch.Tensor) -> Tensors:
-        with torch.no_grad():
-            out = module(*inputs)
-        return out if isinstance(out, tuple) else (out,)
-
-    return run
-
-
-def _onnx_runner(path: Path, names: list[str], threads: int | None) -> Callable[..., Tensors]:
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise ExportError(f"running an ONNX export needs onnxruntime: {ONNX_PACKAGES}") from exc
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def run(*inputs: torch.Tensor) -> Tensors:
-        feed = {
-            n: t.detach().cpu().contiguous().numpy() for n, t in zip(names, inputs, strict=True)
-        }
-        return tuple(torch.from_numpy(a) for a in session.run(None, feed))
-
-    return run
-
-
-class ExportedCaptioner(CaptionPipeline):
-    """A reference runner for an export folder: images in, captions out, on the CPU.
-
-    TorchScript graphs load with ``torch.jit.load``, ONNX graphs with onnxruntime. Image
-    loading, the search and the results are the inference pipeline's own
-    (:class:`~captioner.inference.CaptionPipeline`), driven through the exported graphs.
-    """
-
-    def __init__(
-        self,
-        folder: str | os.PathLike,
-        threads: int | None = None,
-        limits: ImageLimits = DEFAULT_LIMITS,
-    ):
-        self.folder = Path(folder)
-        meta_path = self.folder / "export.json"
-        if not meta_path.is_file():
-            raise ExportError(f"no export at {folder}: expected export.json (captioner export)")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") not in FORMATS or meta.get("export_version") != EXPORT_VERSION:
-            raise ExportError(f"{meta_path}: unsupported export (format {meta.get('format')!r})")
-        self.meta = meta
-        self.format: str = meta["format"]
-        runners = {}
-        for name, graph in meta["graphs"].items():
-            path = self.folder / graph["file"]
-            if not path.is_file():
-                raise ExportError(f"export {folder} is missing its graph file {graph['file']}")
-            if self.format == "torchscript":
-                runners[name] = _torchscript_runner(path)
-            else:
-                names = [i["name"] for i in graph["inputs"]]
-                runners[name] = _onnx_runner(path, names, threads)
-        self._encoder = runners["encoder"]
-        head = meta.get("head")
-        config = CaptionDecoderConfig.from_dict(meta["model"])
-        d = meta["decoding"]
-        search = SearchConfig(
-            beam_size=d["beam_size"],
-            max_len=d["max_len"],
-            length_penalty=d["length_penalty"],
-            suppress=tuple(d["suppress"]),
-        )
-        super().__init__(
-            _GraphDecoder(config, runners["decoder_init"], runners["decoder_step"]),
-            Vocabulary(meta["vocabulary"]),
-            search,
-            torch.device("cpu"),
-            Preprocess.from_dict(meta["preprocess"]),
-            limits=limits,
-        )
-        if head is not None:  # object slots and tags, as in the bundle
-            path = self.folder / head["file"]
-            if not path.is_file() or sha256_file(path) != head["sha256"]:
-                raise ExportError(f"export {folder}: {head['file']} is missing or corrupt")
-            tensors = load_file(str(path))
-            self.head = ImageNetHead(tensors["weight"], tensors["bias"])
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) uint8 -> (B, N, C) features through the exported encoder."""
-        return self._encoder(images)[0]
