@@ -31,7 +31,7 @@ def main() -> None:
     files = sorted(folder.glob("*.jpg"))[: args.batch]
     images = collate([ImageFiles(files, cap.preprocess)[i] for i in range(len(files))])["image"]
     feats = cap.encode(images).float()  # (B, N, C), computed once: only the search is timed
-    opts = dict(beam_size=args.beam)
+    opts = {"beam_size": args.beam}
 
     batched = cap.caption_features(feats, **opts)
     single = [cap.caption_features(feats[i : i + 1], **opts)[0] for i in range(len(files))]

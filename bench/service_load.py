@@ -35,7 +35,7 @@ ROUTE = "/v1/caption"
 
 
 def example_images() -> list[tuple[str, bytes]]:
-    files = sorted((ROOT / "examples").glob("scene-*.jpg")) + [ROOT / "examples/photo-chelsea.jpg"]
+    files = [*sorted((ROOT / "examples").glob("scene-*.jpg")), ROOT / "examples/photo-chelsea.jpg"]
     return [(f.name, f.read_bytes()) for f in files]
 
 

@@ -190,7 +190,7 @@ def caption_files(
     cap = model or load(bundle, device=opts.device)
     if not isinstance(cap, Captioner):
         raise ValueError(f"{bundle} is not a caption bundle (task: activity)")
-    options = dict(beam_size=beam_size, n_best=n_best, max_len=max_len)
+    options = {"beam_size": beam_size, "n_best": n_best, "max_len": max_len}
     cap.search_config(**options).validate(len(cap.vocab))  # bad options fail before any work
 
     def infer(images: torch.Tensor, _paths: list[Path]) -> list[dict]:
@@ -202,7 +202,7 @@ def caption_files(
         return ImageFiles(todo, cap.preprocess, cap.limits)
 
     # n-best alternatives get their own CSV column (JSON text) rather than being dropped.
-    fields = CSV_FIELDS + ("alternatives",) if n_best > 1 else CSV_FIELDS
+    fields = (*CSV_FIELDS, "alternatives") if n_best > 1 else CSV_FIELDS
     job = FolderJob(inputs, IMAGE_SUFFIXES, dataset, infer, "captioning", "captioned", "images")
     return _run(job, opts, fields, cap.device)
 

@@ -7,6 +7,7 @@ write rows through this module only, so they agree on the format.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import io
@@ -131,10 +132,9 @@ class RecordWriter:
 
     def close(self) -> None:
         if self.path is not None:
-            try:
+            # an error here was already reported by write(); the file holds what reached it
+            with contextlib.suppress(OSError):
                 self.stream.close()
-            except OSError:  # already reported by write(); the file holds what reached it
-                pass
 
 
 def _cell(value: object) -> object:

@@ -25,8 +25,25 @@ SLOT, SLOTS = "<obj>", "<objs>"
 # tokenizer, so its upper-case bracket entries never match: "-lrb-", "-rrb-", "-lsb-",
 # "-rsb-", "-lcb-" and "-rcb-" stay in the text that is scored.
 PUNCTUATION_TOKENS: frozenset[str] = frozenset(
-    ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-"]
-    + [".", "?", "!", ",", ":", "-", "--", "...", ";"]
+    [
+        "''",
+        "'",
+        "``",
+        "`",
+        "-LRB-",
+        "-RRB-",
+        "-LCB-",
+        "-RCB-",
+        ".",
+        "?",
+        "!",
+        ",",
+        ":",
+        "-",
+        "--",
+        "...",
+        ";",
+    ]
 )
 # Raw characters the PTB tokenizer turns into one of the tokens above.
 _DROPPED = PUNCTUATION_TOKENS | {'"'}
@@ -140,10 +157,7 @@ def ptb_tokenize(text: str) -> str:
         text = _TWO_WORDS.sub(lambda m: " ".join(g for g in m.groups() if g), text)
     tokens = []
     for token in _TOKEN.findall(text):
-        if token[0] in _PUNCTUATION_START:
-            token = _punctuation(token)
-        else:
-            token = token.lower()
+        token = _punctuation(token) if token[0] in _PUNCTUATION_START else token.lower()
         if token not in _DROPPED:
             tokens.append(token)
     return " ".join(tokens)

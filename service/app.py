@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None, models: LoadedModels | None = N
     runtime = Runtime(settings, metrics, models)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):  # noqa: ANN202
+    async def lifespan(app: FastAPI):
         runtime.start_loading()
         try:
             yield

@@ -23,6 +23,7 @@ or returned the wrong number of results) or rejected (by reason), so
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import operator
@@ -395,7 +396,8 @@ class DynamicBatcher(Generic[T, R]):
             return False
 
     async def _compute(self, batch: list[_Pending]) -> None:
-        assert self._loop is not None and self._executor is not None
+        assert self._loop is not None
+        assert self._executor is not None
         now = monotonic()
         waits = [now - p.enqueued_at for p in batch]
         items = [p.item for p in batch]
@@ -417,10 +419,9 @@ class DynamicBatcher(Generic[T, R]):
         except Exception as exc:
             results, error = None, exc
         compute_s = perf_counter() - start
-        try:
+        # RuntimeError: the event loop is closed, nobody is waiting for these results any more
+        with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._deliver, batch, results, error, waits, compute_s)
-        except RuntimeError:
-            pass  # the event loop is closed: nobody is waiting for these results any more
 
     def _check_results(self, results: Any, expected: int) -> None:
         try:

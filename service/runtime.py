@@ -244,8 +244,8 @@ class Runtime:
 
     async def _start_batchers(self) -> None:
         s = self.settings
-        common = dict(max_batch_size=s.max_batch_size, max_wait_ms=s.max_wait_ms)
-        common |= dict(max_queue=s.max_queue)
+        common = {"max_batch_size": s.max_batch_size, "max_wait_ms": s.max_wait_ms}
+        common |= {"max_queue": s.max_queue}
         if (model := self.captioner) is not None:
             beam = model.default_search.beam_size
             self.batchers["caption"] = DynamicBatcher(

@@ -148,7 +148,8 @@ def test_each_video_is_encoded_once_and_a_second_run_reuses_the_cache(trained, m
 
 
 def test_load_dispatches_on_the_bundle_task(clf, tiny_bundle, tiny_captioner) -> None:
-    assert clf.classes == list(CLASSES) and clf.num_frames == 4
+    assert clf.classes == list(CLASSES)
+    assert clf.num_frames == 4
     assert isinstance(captioner.load(tiny_bundle, device="cpu"), captioner.Captioner)
 
 
@@ -159,9 +160,12 @@ def test_classify_a_path_gives_a_ranked_label(clf, motion) -> None:
     assert len(res.top_k) == 5
     scores = [t["score"] for t in res.top_k]
     assert scores == sorted(scores, reverse=True)
-    assert res.label == res.top_k[0]["label"] and res.score == scores[0]
-    assert all(0.0 <= s <= 1.0 for s in scores) and sum(scores) <= 1.0 + 1e-3
-    assert res.timeline is None and "timeline" not in res.to_dict()
+    assert res.label == res.top_k[0]["label"]
+    assert res.score == scores[0]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert sum(scores) <= 1.0 + 1e-3
+    assert res.timeline is None
+    assert "timeline" not in res.to_dict()
 
 
 def test_top_k_is_capped_at_the_number_of_classes(clf, motion) -> None:
@@ -179,13 +183,15 @@ def test_bytes_and_lists_give_the_same_results_as_paths(clf, motion) -> None:
     assert from_bytes.label == singles[0].label
     assert from_bytes.score == pytest.approx(singles[0].score, abs=1e-4)
     listed = clf.classify([str(p) for p in paths])
-    assert isinstance(listed, list) and len(listed) == 2
+    assert isinstance(listed, list)
+    assert len(listed) == 2
     assert [r.label for r in listed] == [r.label for r in singles]
 
 
 def test_probabilities_do_not_depend_on_the_batch(clf, motion) -> None:
     clips = [clf.load_clip(clip(motion, c)) for c in ("moving_left", "static", "shrinking")]
-    assert clips[0].shape == (4, 3, clf.size, clf.size) and clips[0].dtype == torch.uint8
+    assert clips[0].shape == (4, 3, clf.size, clf.size)
+    assert clips[0].dtype == torch.uint8
     together = clf.probabilities(torch.stack(clips))
     apart = torch.cat([clf.probabilities(c[None]) for c in clips])
     torch.testing.assert_close(together, apart, rtol=1e-4, atol=1e-5)
@@ -198,8 +204,10 @@ def test_timeline_windows_cover_the_clip(clf, motion) -> None:
     assert [(w["start"], w["end"]) for w in windows] == [(0.0, 0.5), (0.25, 0.75), (0.5, 1.0)]
     for w in windows:
         assert w["start"] < w["end"]
-        assert w["label"] in CLASSES and 0.0 < w["score"] <= 1.0
-    assert windows[0]["start"] == 0.0 and windows[-1]["end"] == pytest.approx(DURATION)
+        assert w["label"] in CLASSES
+        assert 0.0 < w["score"] <= 1.0
+    assert windows[0]["start"] == 0.0
+    assert windows[-1]["end"] == pytest.approx(DURATION)
     assert "timeline" in res.to_dict()
 
 
@@ -220,7 +228,8 @@ def test_errors_return_gives_an_error_result_in_place_and_labels_the_rest(
     assert isinstance(results[0], ActivityResult)
     assert results[0].label == clf.classify(good).label
     bad = results[1]
-    assert isinstance(bad, captioner.ErrorResult) and "text file" in bad.error
+    assert isinstance(bad, captioner.ErrorResult)
+    assert "text file" in bad.error
     assert bad.to_record() == {"path": str(text), "error": bad.error}
     assert isinstance(results[2], captioner.ErrorResult)
     with pytest.raises(captioner.MediaError):  # the default stays "raise"
@@ -235,7 +244,7 @@ def test_the_model_is_callable_like_classify(clf, motion) -> None:
 
 def test_bad_timeline_options_are_refused_before_any_video_is_read(clf, tmp_path) -> None:
     missing = tmp_path / "never-read.mp4"
-    with pytest.raises(ValueError, match="stride .* is longer than the window"):
+    with pytest.raises(ValueError, match=r"stride .* is longer than the window"):
         clf.classify(missing, timeline=True, window=0.5, stride=1.0)
     with pytest.raises(ValueError, match="window must be a positive number"):
         clf.classify(missing, timeline=True, window=-1.0)
@@ -247,8 +256,10 @@ def test_activity_records_are_rounded_and_match_the_result(clf, motion) -> None:
     res = clf.classify(clip(motion), timeline=True, window=0.5, stride=0.25)
     res.score, res.top_k[0]["score"] = 0.123456789, 0.123456789
     record = res.to_record()
-    assert record["score"] == 0.1235 and record["top_k"][0]["score"] == 0.1235
-    assert record["label"] == res.label and len(record["timeline"]) == len(res.timeline)
+    assert record["score"] == 0.1235
+    assert record["top_k"][0]["score"] == 0.1235
+    assert record["label"] == res.label
+    assert len(record["timeline"]) == len(res.timeline)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -268,11 +279,14 @@ def report(bundle, motion, trained) -> dict:
 
 def test_evaluation_report(report) -> None:
     k = len(CLASSES)
-    assert report["videos"] == k and report["skipped"] == 0
+    assert report["videos"] == k
+    assert report["skipped"] == 0
     assert 0.0 <= report["top1"] <= report["top5"] <= 1.0
-    assert report["classes"] == list(CLASSES) and list(report["per_class"]) == list(CLASSES)
+    assert report["classes"] == list(CLASSES)
+    assert list(report["per_class"]) == list(CLASSES)
     confusion = report["confusion"]
-    assert len(confusion) == k and all(len(row) == k for row in confusion)
+    assert len(confusion) == k
+    assert all(len(row) == k for row in confusion)
     assert [sum(row) for row in confusion] == [1] * k  # one test clip per class
     diagonal = [confusion[i][i] for i in range(k)]
     assert report["top1"] == pytest.approx(sum(diagonal) / k)
@@ -288,7 +302,8 @@ def test_evaluation_skips_unreadable_videos_and_counts_them(bundle, motion, tmp_
     result = evaluate_activity(
         bundle, data, device="cpu", cache_root=tmp_path / "cache", workers=0, progress=False
     )
-    assert result["videos"] == 2 and result["skipped"] == 1
+    assert result["videos"] == 2
+    assert result["skipped"] == 1
     assert result["classes"] == list(CLASSES)  # the bundle's order, not the folder's
     assert sum(map(sum, result["confusion"])) == 2
 
@@ -359,8 +374,9 @@ def test_cli_labels_good_videos_and_reports_bad_ones(bundle, clf, motion, tmp_pa
     rows = {r["path"]: r for r in read_jsonl(out)}
     assert set(rows) == {str(good), str(corrupt), str(hls)}
     row = rows[str(good)]
-    assert row["label"] in CLASSES and "error" not in row
-    assert [t["label"] for t in row["top_k"]][0] == row["label"]
+    assert row["label"] in CLASSES
+    assert "error" not in row
+    assert next(t["label"] for t in row["top_k"]) == row["label"]
     assert row["label"] == clf.classify(good).label
     assert row["score"] == pytest.approx(clf.classify(good).score, abs=2e-4)
     assert "text file" in rows[str(corrupt)]["error"]
@@ -385,9 +401,11 @@ def test_cli_csv_output_parses(bundle, motion, tmp_path) -> None:
         rows = {r["path"]: r for r in csv.DictReader(f)}
     assert set(rows) == {str(good), str(corrupt)}
     top = json.loads(rows[str(good)]["top_k"])
-    assert len(top) == 3 and top[0]["label"] == rows[str(good)]["label"]
+    assert len(top) == 3
+    assert top[0]["label"] == rows[str(good)]["label"]
     assert 0.0 < float(rows[str(good)]["score"]) <= 1.0
-    assert rows[str(good)]["error"] == "" and rows[str(corrupt)]["label"] == ""
+    assert rows[str(good)]["error"] == ""
+    assert rows[str(corrupt)]["label"] == ""
     assert "text file" in rows[str(corrupt)]["error"]
 
 
@@ -429,7 +447,8 @@ def test_cli_refuses_a_caption_bundle(tiny_bundle, motion, tmp_path, caplog) -> 
     with caplog.at_level(logging.ERROR):
         assert run(tiny_bundle, str(clip(motion)), "--out", str(out)) == 2
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert errors and "not an activity bundle" in errors[-1]
+    assert errors
+    assert "not an activity bundle" in errors[-1]
     assert not out.exists()
 
 
@@ -439,7 +458,8 @@ def test_cli_evaluate_prints_json_and_plots(bundle, motion, trained, tmp_path, c
     argv += ["--device", "cpu", "--workers", "0", "--cache-dir", str(trained["cache"])]
     assert main([*argv, "--plot", str(png)]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert 0.0 <= printed["top1"] <= 1.0 and printed["videos"] == len(CLASSES)
+    assert 0.0 <= printed["top1"] <= 1.0
+    assert printed["videos"] == len(CLASSES)
     assert Path(printed["plot"]) == png
     with Image.open(png) as img:
         assert img.format == "PNG"
@@ -506,7 +526,8 @@ def test_cli_applies_the_classifiers_video_limits(clf, motion, tmp_path) -> None
     good = clip(motion, "moving_left")
     assert label_videos([str(good)], out=out, model=strict, workers=0, progress=False) == 1
     (row,) = read_jsonl(out)
-    assert set(row) == {"path", "error"} and "frames" in row["error"]
+    assert set(row) == {"path", "error"}
+    assert "frames" in row["error"]
 
 
 def test_batch_timeline_matches_the_api_and_encodes_each_frame_once(
@@ -520,13 +541,14 @@ def test_batch_timeline_matches_the_api_and_encodes_each_frame_once(
     real = clf.encode_frames
     monkeypatch.setattr(clf, "encode_frames", lambda f, *a: encoded.append(len(f)) or real(f, *a))
     out = tmp_path / "labels.jsonl"
-    argv = dict(timeline=True, window=0.5, stride=0.1, workers=0, progress=False)
+    argv = {"timeline": True, "window": 0.5, "stride": 0.1, "workers": 0, "progress": False}
     assert label_videos([str(good)], out=out, model=clf, **argv) == 0
     (row,) = read_jsonl(out)
     assert row["timeline"] == expected.timeline
     assert row["label"] == expected.label
     # 6 windows and the whole clip, 16 samples each, yet only 12 distinct frames to encode.
-    assert len(row["timeline"]) == 6 and encoded == [12]
+    assert len(row["timeline"]) == 6
+    assert encoded == [12]
 
 
 def test_timeline_window_defaults_to_the_training_clip_length_and_warns_below(
@@ -537,7 +559,8 @@ def test_timeline_window_defaults_to_the_training_clip_length_and_warns_below(
     model = copy_.copy(clf)
     model.clip_seconds, model._warned_windows = {"min": 1.0, "median": 1.0}, set()
     assert model.timeline_window() == (1.0, 0.5)
-    assert model.timeline_window(2.0) == (2.0, 1.0) and not caplog.records
+    assert model.timeline_window(2.0) == (2.0, 1.0)
+    assert not caplog.records
     good = clip(motion, "moving_left")  # 12 frames at 12 fps: one second
     result = model.classify(good, timeline=True)
     assert [(w["start"], w["end"]) for w in result.timeline] == [(0.0, 1.0)]
@@ -545,7 +568,8 @@ def test_timeline_window_defaults_to_the_training_clip_length_and_warns_below(
     model.timeline_window(0.5)
     model.timeline_window(0.5)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "shorter than the 1 s clips" in warnings[0]
+    assert len(warnings) == 1
+    assert "shorter than the 1 s clips" in warnings[0]
 
 
 def test_trained_bundles_record_their_clip_length(bundle) -> None:

@@ -11,7 +11,14 @@ B, T, N, C, K = 2, 5, 49, 1280, 4
 
 
 def tiny_config(**changes) -> ActivityModelConfig:
-    base = dict(num_classes=K, feature_dim=C, cell_dim=8, embed_dim=16, hidden_dim=12, dropout=0.0)
+    base = {
+        "num_classes": K,
+        "feature_dim": C,
+        "cell_dim": 8,
+        "embed_dim": 16,
+        "hidden_dim": 12,
+        "dropout": 0.0,
+    }
     return ActivityModelConfig(**{**base, **changes})
 
 
@@ -52,7 +59,8 @@ def test_labels_give_the_cross_entropy_loss(frames) -> None:
     model = model_for()
     labels = torch.tensor([0, 3])
     out = model(frames, labels)
-    assert out.loss is not None and out.loss.ndim == 0
+    assert out.loss is not None
+    assert out.loss.ndim == 0
     expected = torch.nn.functional.cross_entropy(out.logits, labels)
     torch.testing.assert_close(out.loss, expected)
     out.loss.backward()
@@ -91,7 +99,7 @@ def test_other_grid_sizes_are_accepted(frames) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad, word",
+    ("bad", "word"),
     [
         ({"rnn": "xyz"}, "rnn"),
         ({"head": "abc"}, "head"),
@@ -111,7 +119,8 @@ def test_a_non_square_grid_is_refused(frames) -> None:
 def test_config_round_trips_through_a_dict() -> None:
     config = tiny_config(rnn="gru", bidirectional=True, head="mean", layers=2)
     d = config.to_dict()
-    assert d["rnn"] == "gru" and d["num_classes"] == K
+    assert d["rnn"] == "gru"
+    assert d["num_classes"] == K
     assert ActivityModelConfig.from_dict(d) == config
 
 
@@ -133,7 +142,14 @@ def test_reversal_averaging_uses_the_clip_played_backwards() -> None:
     from captioner.models.activity import ActivityModel, ActivityModelConfig
 
     torch.manual_seed(0)
-    cfg = dict(num_classes=3, feature_dim=8, grid=2, cell_dim=4, embed_dim=8, hidden_dim=8)
+    cfg = {
+        "num_classes": 3,
+        "feature_dim": 8,
+        "grid": 2,
+        "cell_dim": 4,
+        "embed_dim": 8,
+        "hidden_dim": 8,
+    }
     plain = ActivityModel(ActivityModelConfig(**cfg)).eval()
     tta = ActivityModel(ActivityModelConfig(**cfg, reverse_map=[1, 0, 2])).eval()
     tta.load_state_dict(plain.state_dict())

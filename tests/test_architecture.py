@@ -183,9 +183,12 @@ def test_only_the_pipeline_calls_beam_search() -> None:
     for path in root.rglob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module == "captioner.decoding":
-                if any(a.name == "decode" for a in node.names):
-                    callers.add(path.relative_to(root).as_posix())
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module == "captioner.decoding"
+                and any(a.name == "decode" for a in node.names)
+            ):
+                callers.add(path.relative_to(root).as_posix())
     assert callers == {"inference/caption.py"}
 
 

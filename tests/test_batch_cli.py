@@ -25,7 +25,8 @@ def fast_load(monkeypatch, tiny_bundle, tiny_captioner):
 
     def load(bundle, device="auto"):
         calls.append((bundle, device))
-        assert Path(bundle) == tiny_bundle and device == "cpu"
+        assert Path(bundle) == tiny_bundle
+        assert device == "cpu"
         return tiny_captioner
 
     monkeypatch.setattr(captioner.batch, "load", load)
@@ -97,8 +98,10 @@ def test_bad_files_get_error_rows_and_the_rest_are_captioned(
     rows = {r["path"]: r for r in read_jsonl(out)}
     assert len(rows) == 5
     fake, torn = rows[str(folder / "fake.jpg")], rows[str(folder / "torn.jpg")]
-    assert set(fake) == {"path", "error"} and "not an image" in fake["error"]
-    assert set(torn) == {"path", "error"} and "truncated" in torn["error"]
+    assert set(fake) == {"path", "error"}
+    assert "not an image" in fake["error"]
+    assert set(torn) == {"path", "error"}
+    assert "truncated" in torn["error"]
     assert set(rows[missing]) == {"path", "error"}
     for name in ("good1.jpg", "good2.jpg"):
         assert rows[str(folder / name)]["caption"]
@@ -126,9 +129,11 @@ def test_jsonl_and_csv_outputs_agree(fast_load, tiny_bundle, tmp_path) -> None:
     assert [r["path"] for r in table_rows] == [r["path"] for r in rows]
     for j, c in zip(rows, table_rows, strict=True):
         if "error" in j:
-            assert c["error"] == j["error"] and c["caption"] == ""
+            assert c["error"] == j["error"]
+            assert c["caption"] == ""
         else:
-            assert c["caption"] == j["caption"] and c["error"] == ""
+            assert c["caption"] == j["caption"]
+            assert c["error"] == ""
             assert float(c["log_prob"]) == pytest.approx(j["log_prob"])
 
 
@@ -142,7 +147,8 @@ def test_n_best_adds_alternatives(fast_load, tiny_bundle, tmp_path, capsys) -> N
 
     assert run(tiny_bundle, str(img)) == 0
     (plain,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert "alternatives" not in plain and plain["caption"] == row["caption"]
+    assert "alternatives" not in plain
+    assert plain["caption"] == row["caption"]
 
 
 def test_workers_do_not_change_captions(fast_load, tiny_bundle, tmp_path) -> None:
@@ -178,7 +184,8 @@ def test_resume_skips_finished_rows_and_redoes_a_torn_one(
         assert run(tiny_bundle, str(folder), "--out", str(out), "--resume") == 0
     rows = read_jsonl(out)  # every line parses: the torn one was cut off
     paths = [r["path"] for r in rows]
-    assert len(rows) == 5 and len(set(paths)) == 5
+    assert len(rows) == 5
+    assert len(set(paths)) == 5
     assert sorted(paths) == sorted(str(folder / f"{i}.jpg") for i in range(1, 6))
     assert rows[0] == first[0]  # not redone
     assert rows[1] == first[1]
@@ -214,7 +221,8 @@ def test_bad_options_exit_2_with_a_message(
     args = [str(tmp_path / a) if a.endswith(".txt") else a for a in args]
     assert run(tiny_bundle, str(img), *args) == 2
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert errors and message in errors[-1].getMessage()
+    assert errors
+    assert message in errors[-1].getMessage()
     assert "Traceback" not in caplog.text + capsys.readouterr().err
     assert not (tmp_path / "captions.txt").exists()
 
@@ -224,7 +232,8 @@ def test_argparse_refusals_exit_2_with_usage_on_stderr(tiny_bundle, tmp_path, ca
         run(tiny_bundle, str(tmp_path / "a.jpg"), "--workers", "-1")
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "--workers" in err and "Traceback" not in err
+    assert "--workers" in err
+    assert "Traceback" not in err
 
 
 def test_a_missing_bundle_exits_2_with_a_hint(tmp_path, caplog) -> None:

@@ -250,7 +250,8 @@ def test_own_workers_do_overlap_so_the_shared_test_can_fail() -> None:
         await b.stop()
 
     run(main())
-    assert len(shared.threads) == 2 and shared.max_active == 2
+    assert len(shared.threads) == 2
+    assert shared.max_active == 2
 
 
 def test_full_queue_rejects_at_once_with_retry_after() -> None:
@@ -527,7 +528,7 @@ def test_stats_account_for_every_submit() -> None:
         b = DynamicBatcher(fn, max_batch_size=1, max_wait_ms=0, max_queue=1)
         await b.start()
         await b.submit(1)
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="cannot double"):
             await b.submit(-1)
         await b.stop()
         with pytest.raises(ShuttingDown):

@@ -51,7 +51,8 @@ def test_a_finished_caption_beats_an_unfinished_one_at_the_length_limit():
     model = ToyDecoder(5, short_b_or_long_a)
     cfg = SearchConfig(beam_size=2, n_best=2, max_len=3)
     (hyps,) = beam_search(model, images(0), cfg)
-    assert hyps[0].tokens == [B] and hyps[0].finished
+    assert hyps[0].tokens == [B]
+    assert hyps[0].finished
     assert hyps[0].log_prob == pytest.approx(log_prob(model, 0, [B]), abs=1e-5)
     assert hyps[1].finished  # finished hypotheses first in the n-best list too
     assert hyps[0].score >= hyps[1].score
@@ -64,7 +65,8 @@ def test_a_finished_caption_is_not_evicted_by_live_beams_that_fade():
     best_lp, best_words = brute_force(model, 0, max_len=8)[0]
     assert best_words == (B,)
     (hyps,) = beam_search(model, images(0), SearchConfig(beam_size=2, max_len=8))
-    assert hyps[0].tokens == [B] and hyps[0].finished
+    assert hyps[0].tokens == [B]
+    assert hyps[0].finished
     assert hyps[0].log_prob == pytest.approx(best_lp, abs=1e-5)
     # it stopped once no live beam could beat "b <end>", long before the limit
     assert model.calls < 8
@@ -93,7 +95,8 @@ def test_a_caption_of_exactly_max_len_words_can_finish(search):
     cfg = SearchConfig(beam_size=2 if search == "beam" else 1, max_len=5)
     hyp = beam_search(model, images(0), cfg)[0][0] if search == "beam" else None
     hyp = hyp or greedy_search(model, images(0), cfg)[0]
-    assert hyp.tokens == [A] * 5 and hyp.finished
+    assert hyp.tokens == [A] * 5
+    assert hyp.finished
     assert hyp.log_prob == pytest.approx(log_prob(model, 0, [A] * 5), abs=1e-5)
 
 
@@ -117,7 +120,8 @@ def test_unfinished_only_when_nothing_ended():
     model = ToyDecoder(5, never_ends)
     (hyps,) = beam_search(model, images(0), SearchConfig(beam_size=3, n_best=3, max_len=3))
     assert [h.finished for h in hyps] == [False] * 3
-    assert hyps[0].tokens == [A] * 3 and all(len(h.tokens) == 3 for h in hyps)
+    assert hyps[0].tokens == [A] * 3
+    assert all(len(h.tokens) == 3 for h in hyps)
     assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
 
 

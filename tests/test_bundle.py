@@ -158,7 +158,7 @@ def test_changed_weight_file_is_refused(bundle_dir) -> None:
 
 def test_missing_weight_file_is_refused(bundle_dir) -> None:
     (bundle_dir / "head.safetensors").unlink()
-    with pytest.raises(BundleError, match="missing its weight file head.safetensors"):
+    with pytest.raises(BundleError, match=r"missing its weight file head.safetensors"):
         load_bundle(bundle_dir)
 
 
@@ -303,7 +303,8 @@ def test_typed_fields_of_the_shipped_caption_bundle() -> None:
 
 def test_typed_fields_of_the_shipped_activity_bundle() -> None:
     spec = load_bundle(shipped_bundle_dir("activity")).spec
-    assert spec.task == "activity" and spec.vocabulary is None
+    assert spec.task == "activity"
+    assert spec.vocabulary is None
     assert spec.encoder.preprocess.size == 128
     assert (spec.num_frames, spec.sampling_mode) == (16, "uniform")
     assert len(spec.classes) == spec.model["num_classes"] == 9
@@ -322,11 +323,12 @@ def test_missing_optional_fields_get_the_loaders_defaults() -> None:
 
 def test_a_bundle_parses_its_manifest_once_when_opened(bundle_dir) -> None:
     bundle = load_bundle(bundle_dir)
-    assert bundle.spec is bundle.spec and bundle.task == bundle.spec.task == "caption"
+    assert bundle.spec is bundle.spec
+    assert bundle.task == bundle.spec.task == "caption"
     manifest = json.loads((bundle_dir / MANIFEST).read_text())
     manifest["decoding"] = {"beam_size": "3"}
     (bundle_dir / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match="'decoding.beam_size' must be a positive integer"):
+    with pytest.raises(BundleError, match=r"'decoding.beam_size' must be a positive integer"):
         load_bundle(bundle_dir)  # on opening, not on first use
 
 
@@ -343,7 +345,7 @@ def test_clip_seconds_are_typed_and_checked() -> None:
     d["sampling"]["clip_seconds"] = None  # the training videos could not be probed
     assert Manifest.from_dict(d).clip_seconds is None
     d["sampling"]["clip_seconds"] = {"min": 0, "median": 2}
-    with pytest.raises(BundleError, match="'sampling.clip_seconds.min' must be a positive"):
+    with pytest.raises(BundleError, match=r"'sampling.clip_seconds.min' must be a positive"):
         Manifest.from_dict(d)
 
 

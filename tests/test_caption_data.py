@@ -85,7 +85,8 @@ def test_coco_groups_per_image_in_image_order(
         ("42", "COCO_val2014_000000000042.jpg", ["Two cats."]),
         ("7", "COCO_val2014_000000000007.jpg", ["A dog on a sofa.", "A brown dog resting."]),
     ]
-    assert "no caption" in caplog.text and "99" in caplog.text
+    assert "no caption" in caplog.text
+    assert "99" in caplog.text
 
 
 def test_coco_has_no_splits(tmp_path: Path) -> None:
@@ -152,7 +153,8 @@ def test_karpathy_unknown_split_lists_the_splits_found(tmp_path: Path) -> None:
     path = write_json(tmp_path / "dataset_coco.json", KARPATHY)
     with pytest.raises(ValueError, match="splits in the file") as info:
         load_captions(path, split="validation")
-    assert "'val'" in str(info.value) and "'restval'" in str(info.value)
+    assert "'val'" in str(info.value)
+    assert "'restval'" in str(info.value)
 
 
 def test_karpathy_without_sentences(tmp_path: Path) -> None:
@@ -197,7 +199,8 @@ def test_csv_missing_columns_names_what_was_found(tmp_path: Path) -> None:
     path.write_text("file,text\na.jpg,One.\n", encoding="utf-8")
     with pytest.raises(ValueError, match="image, caption") as info:
         load_captions(path)
-    assert "'file'" in str(info.value) and str(path) in str(info.value)
+    assert "'file'" in str(info.value)
+    assert str(path) in str(info.value)
 
 
 def test_csv_row_with_wrong_field_count(tmp_path: Path) -> None:

@@ -42,12 +42,14 @@ def _photo(name: str) -> Image.Image:
 
 def test_results_carry_tags_confidence_and_the_domain_flag(shipped) -> None:
     res = shipped.caption(EXAMPLES / "photo-chelsea.jpg")
-    assert [t["name"] for t in res.tags][:1] == ["cat"] and len(res.tags) == 5
+    assert [t["name"] for t in res.tags][:1] == ["cat"]
+    assert len(res.tags) == 5
     assert all(0 <= t["score"] <= 1 for t in res.tags)
     steps = len(res.words) + (1 if res.finished else 0)
     assert res.confidence == pytest.approx(math.exp(res.log_prob / steps), abs=1e-4)
     assert 0 < res.confidence <= 1
-    assert isinstance(res.out_of_domain, bool) and res.domain_distance > 0
+    assert isinstance(res.out_of_domain, bool)
+    assert res.domain_distance > 0
     assert {"tags", "confidence", "out_of_domain", "domain_distance"} <= set(res.to_dict())
 
 
@@ -86,12 +88,15 @@ def test_tags_come_from_the_same_pass_and_cost_no_second_encoding(shipped, monke
 
     monkeypatch.setattr(type(shipped.encoder), "forward", counted)
     res = shipped.caption([EXAMPLES / "scene-0.jpg", EXAMPLES / "scene-3.jpg"])
-    assert calls == [2] and all(r.tags for r in res)
+    assert calls == [2]
+    assert all(r.tags for r in res)
 
 
 def test_a_pipeline_without_head_or_calibration_says_none(tiny_captioner) -> None:
     res = tiny_captioner.caption(Image.new("RGB", (64, 64), "red"))
-    assert res.tags is None and res.out_of_domain is None and res.domain_distance is None
+    assert res.tags is None
+    assert res.out_of_domain is None
+    assert res.domain_distance is None
     assert 0 < res.confidence <= 1  # every caption has a confidence
 
 
@@ -107,7 +112,8 @@ def test_domain_distance_separates_a_cluster_from_outliers() -> None:
     outside = torch.randn(20, 16, generator=g).abs() + 1  # another direction
     assert bool((stats.distance(outside) > stats.threshold).all())
     again = DomainStats.from_tensors(stats.to_tensors())
-    assert again.threshold == pytest.approx(stats.threshold) and again.k == 3
+    assert again.threshold == pytest.approx(stats.threshold)
+    assert again.k == 3
 
 
 def test_calibrate_command_adds_a_hash_checked_domain_file(tiny_bundle, tmp_path) -> None:
@@ -122,11 +128,13 @@ def test_calibrate_command_adds_a_hash_checked_domain_file(tiny_bundle, tmp_path
     assert main([*argv, "--workers", "0", "--neighbours", "3"]) == 0
     manifest = read_manifest(bundle)
     assert set(manifest["files"]) == {*before["files"], DOMAIN_FILE}
-    assert manifest["domain"]["images"] == 10 and manifest["domain"]["threshold"] > 0
+    assert manifest["domain"]["images"] == 10
+    assert manifest["domain"]["threshold"] > 0
     assert manifest["files"]["decoder.safetensors"] == before["files"]["decoder.safetensors"]
     cap = captioner.load(bundle, device="cpu")
     res = cap.caption(images / "0.jpg")
-    assert isinstance(res.out_of_domain, bool) and res.domain_distance is not None
+    assert isinstance(res.out_of_domain, bool)
+    assert res.domain_distance is not None
     # The file is covered by the manifest's hash like any weight file.
     with (bundle / DOMAIN_FILE).open("r+b") as f:
         f.seek(-4, 2)
@@ -137,9 +145,9 @@ def test_calibrate_command_adds_a_hash_checked_domain_file(tiny_bundle, tmp_path
 
 def test_calibrate_refuses_too_few_images(tiny_bundle, tmp_path) -> None:
     save_image(tmp_path / "one.jpg", 0)
-    with pytest.raises(ValueError, match="more than 5 images"):
-        from captioner.calibrate import calibrate
+    from captioner.calibrate import calibrate
 
+    with pytest.raises(ValueError, match="more than 5 images"):
         calibrate(tiny_bundle, [tmp_path], device="cpu", workers=0, progress=False)
 
 
@@ -164,7 +172,8 @@ def test_caption_rows_carry_the_new_fields(shipped, tmp_path, suffix) -> None:
         flags = [r["out_of_domain"] for r in rows]
         # The rocket photo's object words are named from the image: listed under "slots".
         words = rows[2]["caption"].split()
-        assert rows[2]["slots"] and all(
+        assert rows[2]["slots"]
+        assert all(
             n["name"].split()[-1] == words[n["position"] + len(n["name"].split()) - 1]
             for n in rows[2]["slots"]
         )
@@ -213,14 +222,14 @@ def test_the_api_returns_and_documents_the_fields(shipped) -> None:
         r = client.post("/v1/caption", files=files)
         assert r.status_code == 200, r.text
         cat, scene_item, rocket_item, page_item = r.json()["results"]
-        assert cat["tags"][0]["name"] == "cat" and 0 < cat["tags"][0]["score"] <= 1
+        assert cat["tags"][0]["name"] == "cat"
+        assert 0 < cat["tags"][0]["score"] <= 1
         assert 0 < cat["confidence"] <= 1
         flags = [x["out_of_domain"] for x in (cat, scene_item, rocket_item, page_item)]
         assert flags == [False, False, False, True]
         assert page_item["domain_distance"] > cat["domain_distance"]
-        assert rocket_item["slots"] and {"position", "name", "score"} == set(
-            rocket_item["slots"][0]
-        )
+        assert rocket_item["slots"]
+        assert {"position", "name", "score"} == set(rocket_item["slots"][0])
         schema = client.get("/openapi.json").json()["components"]["schemas"]
     item = schema["CaptionItem"]["properties"]
     for field in ("tags", "confidence", "out_of_domain", "domain_distance", "slots"):

@@ -40,7 +40,8 @@ def no_model(monkeypatch):
 def one_error_line(caplog) -> str:
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1, errors
-    assert "\n" not in errors[0] and "Traceback" not in errors[0]
+    assert "\n" not in errors[0]
+    assert "Traceback" not in errors[0]
     return errors[0]
 
 
@@ -56,7 +57,8 @@ def test_bad_devices_exit_2_naming_the_choices(device, no_model, tmp_path, caplo
     img = save_image(tmp_path / "a.jpg", seed=1)
     assert main(["caption", str(img), "--device", device]) == 2
     message = one_error_line(caplog)
-    assert "cpu" in message and ("auto" in message or "CUDA" in message)
+    assert "cpu" in message
+    assert "auto" in message or "CUDA" in message
 
 
 def test_options_are_checked_before_the_model_loads(no_model, tmp_path, caplog) -> None:
@@ -89,7 +91,8 @@ def test_progress_bars_only_on_a_terminal(monkeypatch) -> None:
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
     assert not progress.showing()
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
-    assert progress.showing() and not progress.showing(enabled=False)
+    assert progress.showing()
+    assert not progress.showing(enabled=False)
     progress.set_quiet(True)
     try:
         assert not progress.showing()
@@ -122,7 +125,8 @@ def test_n_best_with_csv_keeps_the_alternatives(tiny_bundle, tmp_path) -> None:
     with out.open(newline="") as f:
         (row,) = list(csv.DictReader(f))
     alternatives = json.loads(row["alternatives"])
-    assert len(alternatives) == 3 and alternatives[0]["caption"] == row["caption"]
+    assert len(alternatives) == 3
+    assert alternatives[0]["caption"] == row["caption"]
 
 
 @pytest.mark.usefixtures("fast_load")
@@ -156,7 +160,8 @@ def test_a_full_disk_is_one_clear_message_and_exit_1(tiny_bundle, tmp_path, capl
     out.symlink_to("/dev/full")  # every write fails with ENOSPC
     assert run(tiny_bundle, str(img), "--out", str(out)) == 1
     message = one_error_line(caplog)
-    assert "No space left on device" in message and "--resume" in message
+    assert "No space left on device" in message
+    assert "--resume" in message
 
 
 def test_help_shows_defaults(capsys) -> None:
@@ -186,7 +191,8 @@ def test_a_broken_symlink_in_a_folder_gets_an_error_row(tiny_bundle, tmp_path) -
     assert run(tiny_bundle, str(album), "--out", str(out)) == 0
     rows = read_jsonl(out)
     assert [r["path"] for r in rows] == [str(good), str(album / "b.jpg")]
-    assert rows[0]["caption"] and "broken symbolic link" in rows[1]["error"]
+    assert rows[0]["caption"]
+    assert "broken symbolic link" in rows[1]["error"]
 
 
 @pytest.mark.usefixtures("fast_load")
@@ -259,7 +265,8 @@ def _imports(*args: str) -> tuple[str, set[str]]:
 def test_help_imports_no_torch(command) -> None:
     out, modules = _imports(*command, "--help")
     assert "usage:" in out
-    assert "torch" not in modules and "skimage" not in modules
+    assert "torch" not in modules
+    assert "skimage" not in modules
 
 
 def test_version_imports_no_torch() -> None:

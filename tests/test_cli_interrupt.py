@@ -76,7 +76,9 @@ def test_ctrl_c_keeps_the_finished_rows_and_resume_does_the_rest(
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
     assert job.returncode == 130, err
-    assert "interrupted" in err and "--resume" in err and "Traceback" not in err
+    assert "interrupted" in err
+    assert "--resume" in err
+    assert "Traceback" not in err
     first = _rows(out)
     assert 0 < len(first) < len(images), "the job was not stopped part-way"
 

@@ -16,7 +16,9 @@ CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian ca
 def test_every_class_has_an_everyday_word_and_plural() -> None:
     for index in range(NUM_CLASSES):
         word, plural = concept(index)
-        assert word.strip() and plural.strip() and word == word.strip()
+        assert word.strip()
+        assert plural.strip()
+        assert word == word.strip()
     assert len(table().words) < NUM_CLASSES  # classes share words: that is the point
 
 
@@ -72,7 +74,8 @@ def test_tags_add_up_the_classes_that_share_a_word() -> None:
     with pytest.raises(ValueError, match="1000"):
         tags(probs[:10])
     batch = batch_tags(torch.from_numpy(np.stack([probs, probs[::-1].copy()])), k=1)
-    assert batch[0] == [{"name": "cat", "score": 0.5}] and len(batch[1]) == 1
+    assert batch[0] == [{"name": "cat", "score": 0.5}]
+    assert len(batch[1]) == 1
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +105,8 @@ def test_the_default_encoder_head_knows_a_cat_and_a_coffee(lite0) -> None:
 
 def test_the_head_changes_no_state_dict(lite0) -> None:
     # Fine-tuned bundles save encoder.trunk; the head must not add keys to it or the encoder.
-    assert isinstance(lite0.head, ImageNetHead) and lite0.head.num_classes == NUM_CLASSES
+    assert isinstance(lite0.head, ImageNetHead)
+    assert lite0.head.num_classes == NUM_CLASSES
     assert not any("head." in k and "conv_head" not in k for k in lite0.state_dict())
     assert not any(k.startswith("classifier") for k in lite0.trunk.model.state_dict())
 

@@ -57,7 +57,8 @@ def test_beam_of_one_never_loses_to_greedy(attention):
         if b.tokens == g.tokens:
             assert g.log_prob == pytest.approx(b.log_prob, abs=1e-5)
         else:
-            assert b.tokens == g.tokens[: len(b.tokens)] and b.log_prob > g.log_prob
+            assert b.tokens == g.tokens[: len(b.tokens)]
+            assert b.log_prob > g.log_prob
 
 
 @pytest.mark.parametrize("attention", [True, False])
@@ -132,7 +133,8 @@ def test_never_empty_and_special_tokens_never_emitted():
         model.out.bias[0] = 60.0  # <pad> and <start> even more so
         model.out.bias[1] = 60.0
     for nbest in decode(model, feats, SearchConfig(beam_size=2, max_len=5)):
-        assert len(nbest[0].tokens) == 1 and nbest[0].finished
+        assert len(nbest[0].tokens) == 1
+        assert nbest[0].finished
         assert not {0, 1, 2} & set(nbest[0].tokens)
 
 

@@ -69,7 +69,8 @@ def read_dockerfile() -> tuple[dict[str, str], dict[str, Stage]]:
         keyword, rest = keyword.upper(), rest.strip()
         if keyword == "FROM":
             parts = rest.split()
-            assert len(parts) == 3 and parts[1].upper() == "AS", f"unnamed stage: FROM {rest}"
+            assert len(parts) == 3, f"unnamed stage: FROM {rest}"
+            assert parts[1].upper() == "AS", f"unnamed stage: FROM {rest}"
             stage = Stage(parts[2], _expand(parts[0], global_args))
             stages[stage.name] = stage
         elif stage is None:
@@ -147,7 +148,8 @@ def seconds(duration: str) -> float:
     """A compose duration ('1m30s', '45s', '500ms') in seconds."""
     units = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6}
     parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", str(duration))
-    assert parts and "".join(n + u for n, u in parts) == str(duration), f"bad duration {duration}"
+    assert parts, f"bad duration {duration}"
+    assert "".join(n + u for n, u in parts) == str(duration), f"bad duration {duration}"
     return sum(float(n) * units[u] for n, u in parts)
 
 
@@ -197,7 +199,8 @@ def test_image_healthcheck_probes_readyz_on_the_served_port(target):
     probe = exec_form(check[check.index("CMD") + 3 :].strip())
     assert f"127.0.0.1:{port}/readyz" in " ".join(probe)
     start = re.search(r"--start-period=(\S+)", check)
-    assert start and seconds(start[1]) >= 60, "warm-up needs a start period"
+    assert start, "warm-up needs a start period"
+    assert seconds(start[1]) >= 60, "warm-up needs a start period"
 
 
 def constraints() -> dict[str, str]:
@@ -229,14 +232,16 @@ def test_image_installs_the_tested_torch_from_the_right_index(target):
     assert any(c[0] == "constraints.txt" and c[-1].startswith("/src") for c in copies)
     # The project itself: the runtime only (no [data], no [dev]) at the tested versions.
     (install,) = [r for r in runs if re.search(r"pip install (\S+ )*/src(\[\S*\])?$", r.strip())]
-    assert "-c /src/constraints.txt" in install and "/src[" not in install
+    assert "-c /src/constraints.txt" in install
+    assert "/src[" not in install
 
 
 def _build_steps(stages: dict[str, Stage], target: str) -> list[tuple[str, str]]:
     """The instructions of the stage the target copies its /opt/venv from."""
     copy = next(rest for kw, rest in chain(stages, target) if kw == "COPY" and "/opt/venv" in rest)
     source = re.search(r"--from=(\S+)", copy)
-    assert source and source[1] in stages
+    assert source
+    assert source[1] in stages
     return chain(stages, source[1])
 
 
@@ -358,7 +363,8 @@ def test_gpu_service_reserves_one_nvidia_gpu_and_the_cpu_one_none():
             assert not devices, f"{name}: the CPU image must run without a GPU"
             assert container_env(svc)["CAPTIONER_DEVICE"] == "cpu"
             continue
-        assert isinstance(devices, list) and len(devices) == 1, name
+        assert isinstance(devices, list), name
+        assert len(devices) == 1, name
         (device,) = devices
         assert device["driver"] == "nvidia"
         assert ("count" in device) != ("device_ids" in device), "count xor device_ids"
@@ -394,7 +400,8 @@ def test_bundles_point_into_the_weights_volume(name):
     (weights,) = [m for m in map(_mount, svc["volumes"]) if m["target"] == "/weights"]
     env = container_env(svc)
     for key in ("CAPTIONER_CAPTION_BUNDLE", "CAPTIONER_ACTIVITY_BUNDLE"):
-        assert env[key] and env[key].startswith("/weights/"), f"{key}={env[key]}"
+        assert env[key], f"{key}={env[key]}"
+        assert env[key].startswith("/weights/"), f"{key}={env[key]}"
     _assert_enabled_bundles_shipped(env, mount_source=ROOT / weights["source"])
 
 
@@ -442,7 +449,8 @@ def test_compose_defaults_are_accepted_by_the_service(name, monkeypatch):
         if value is not None:
             monkeypatch.setenv(key, value)
     settings = Settings()
-    assert settings.max_batch_size >= 1 and settings.api_key is None
+    assert settings.max_batch_size >= 1
+    assert settings.api_key is None
 
 
 def test_docker_compose_config_accepts_the_file():

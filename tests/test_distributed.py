@@ -112,7 +112,8 @@ def test_ddp_matches_one_process_within_tolerance(runs: dict[str, Path]) -> None
 def test_ddp_writes_one_bundle_and_checkpoint(runs: dict[str, Path]) -> None:
     bundle = runs["ddp"]
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["task"] == "caption" and manifest["training"]["epochs_run"] == 3
+    assert manifest["task"] == "caption"
+    assert manifest["training"]["epochs_run"] == 3
     assert (bundle / "checkpoint").is_dir()
     assert not list(bundle.rglob("*.tmp*"))
 

@@ -63,7 +63,8 @@ def test_grid_and_pooled_shapes(encoder, photos) -> None:
 def test_encoder_preprocess_is_lite0s() -> None:
     spec = encoders.get_spec("efficientnet_lite0")
     assert spec.preprocess.size == 224
-    assert spec.preprocess.mean == (0.5, 0.5, 0.5) and spec.preprocess.std == (0.5, 0.5, 0.5)
+    assert spec.preprocess.mean == (0.5, 0.5, 0.5)
+    assert spec.preprocess.std == (0.5, 0.5, 0.5)
     assert "efficientnet_lite0" in encoders.available()
 
 
@@ -154,7 +155,8 @@ def test_trainable_blocks_include_the_head_conv(classifier, monkeypatch) -> None
     )
     enc = build_encoder("efficientnet_lite0", trainable_blocks=2)
     head = {n: p.requires_grad for n, p in enc.named_parameters() if "conv_head" in n}
-    assert head and all(head.values())
+    assert head
+    assert all(head.values())
 
 
 # --------------------------------------------------------------------------- refusals
@@ -238,7 +240,8 @@ def test_normalize_maps_to_minus_one_one() -> None:
     x = pre.normalize(batch)
     assert x.shape == (2, 3, 2, 2)
     assert x.dtype == torch.float32
-    assert x.min().item() == -1.0 and x.max().item() == 1.0
+    assert x.min().item() == -1.0
+    assert x.max().item() == 1.0
     assert batch.dtype == torch.uint8  # input left untouched
 
 
@@ -288,7 +291,8 @@ def test_grid_cells_leave_training_batchnorm_alone(classifier, monkeypatch) -> N
     assert bn.training
     before = bn.running_mean.clone()
     assert enc.grid_cells == 49
-    assert bn.training and enc.training  # modes restored
+    assert bn.training
+    assert enc.training
     torch.testing.assert_close(bn.running_mean, before, rtol=0, atol=0)
 
 

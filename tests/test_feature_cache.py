@@ -46,12 +46,14 @@ calls: list[int] = []
 
 def test_a_torn_done_file_means_nothing_done_not_a_crash(tmp_path: Path) -> None:
     cache = build(tmp_path / "c")
-    assert all(f"k{i}" in cache for i in range(6)) and sum(calls) == 6
+    assert all(f"k{i}" in cache for i in range(6))
+    assert sum(calls) == 6
     done = tmp_path / "c" / "done.npy"
     done.write_bytes(done.read_bytes()[:20])  # killed while writing
     assert not any(f"k{i}" in FeatureCache(tmp_path / "c") for i in range(6))
     cache = build(tmp_path / "c")  # the next run encodes again instead of failing
-    assert sum(calls) == 6 and all(f"k{i}" in cache for i in range(6))
+    assert sum(calls) == 6
+    assert all(f"k{i}" in cache for i in range(6))
     assert float(cache["k5"][0]) == 5.0
     assert not list((tmp_path / "c").glob("*.tmp"))
 
@@ -59,7 +61,8 @@ def test_a_torn_done_file_means_nothing_done_not_a_crash(tmp_path: Path) -> None
 def test_many_unreadable_items_get_one_summary(tmp_path: Path, caplog) -> None:
     caplog.set_level(logging.WARNING, logger="captioner.data.features")
     cache = build(tmp_path / "c", n=20, bad=frozenset(range(1, 20)))
-    assert "k0" in cache and "k3" not in cache
+    assert "k0" in cache
+    assert "k3" not in cache
     named = [r for r in caplog.records if r.getMessage().startswith("skipping")]
     assert len(named) == 3
     assert any("19 of 20 items could not be read" in r.getMessage() for r in caplog.records)
@@ -75,4 +78,5 @@ def test_done_flags_are_written_atomically(tmp_path: Path, monkeypatch) -> None:
 
     monkeypatch.setattr(np, "save", spy)
     build(tmp_path / "c")
-    assert seen and all(name.endswith(".tmp") for name in seen)
+    assert seen
+    assert all(name.endswith(".tmp") for name in seen)

@@ -62,7 +62,8 @@ def test_single_input_gives_one_result_and_a_list_gives_a_list_in_order(
     one = tiny_captioner.caption(images[0])
     assert isinstance(one, CaptionResult)
     many = tiny_captioner.caption(images[:4])
-    assert isinstance(many, list) and len(many) == 4
+    assert isinstance(many, list)
+    assert len(many) == 4
     singles = [tiny_captioner.caption(img).caption for img in images[:4]]
     assert [r.caption for r in many] == singles
     backwards = tiny_captioner.caption(images[:4][::-1])
@@ -113,7 +114,8 @@ def test_attention_has_one_row_of_49_per_word(tiny_captioner, images) -> None:
         assert all(v >= 0 for v in row)
         assert sum(row) == pytest.approx(1.0, abs=1e-3)
     plain = tiny_captioner.caption(images[1])
-    assert plain.attention is None and plain.grid is None
+    assert plain.attention is None
+    assert plain.grid is None
     assert plain.caption == res.caption
 
 
@@ -128,7 +130,7 @@ def test_to_dict_is_json_serialisable(tiny_captioner, images) -> None:
 
 
 def test_unreadable_input_raises_media_error_naming_the_problem(tiny_captioner) -> None:
-    with pytest.raises(MediaError, match="not an image.*text"):
+    with pytest.raises(MediaError, match=r"not an image.*text"):
         tiny_captioner.caption(b"hello, this is not a picture\n")
     with pytest.raises(MediaError, match="no such file"):
         tiny_captioner.caption(Path("/nonexistent/dir/cat.jpg"))
@@ -163,5 +165,5 @@ def test_load_refuses_unknown_format_version(tiny_bundle, tmp_path) -> None:
 
 
 def test_load_refuses_a_missing_bundle_with_a_hint(tmp_path) -> None:
-    with pytest.raises(BundleError, match="manifest.json"):
+    with pytest.raises(BundleError, match=r"manifest.json"):
         captioner.load(tmp_path / "nothing-here", device="cpu")

@@ -116,7 +116,8 @@ def test_palette_with_transparency_and_la_become_rgb() -> None:
 
 def test_grey_and_cmyk_become_rgb() -> None:
     grey = decode_image(encode(Image.new("L", (5, 5), 90), "PNG"))
-    assert grey.mode == "RGB" and grey.getpixel((2, 2)) == (90, 90, 90)
+    assert grey.mode == "RGB"
+    assert grey.getpixel((2, 2)) == (90, 90, 90)
 
     cyan = Image.new("CMYK", (16, 16), (255, 0, 0, 0))
     for fmt in ("JPEG", "TIFF"):
@@ -154,7 +155,9 @@ def test_draft_decodes_big_jpeg_smaller_but_not_below_target() -> None:
     full = decode_image(data)
     small = decode_image(data, draft=(500, 300))
     assert full.size == (2000, 1500)
-    assert small.size[0] < 2000 and small.size[0] >= 500 and small.size[1] >= 300
+    assert small.size[0] < 2000
+    assert small.size[0] >= 500
+    assert small.size[1] >= 300
 
 
 def test_draft_accounts_for_exif_rotation() -> None:
@@ -162,14 +165,16 @@ def test_draft_accounts_for_exif_rotation() -> None:
     exif[0x0112] = 6
     out = decode_image(noisy_jpeg(2000, 1000, exif=exif), draft=(400, 700))
     assert out.size[0] < out.size[1]  # rotated to portrait
-    assert out.size[0] >= 400 and out.size[1] >= 700
+    assert out.size[0] >= 400
+    assert out.size[1] >= 700
 
 
 def test_pil_image_is_validated_and_converted_without_touching_the_original() -> None:
     original = Image.new("RGBA", (10, 12), (0, 0, 0, 0))
     out = decode_image(original)
     assert out is not original
-    assert out.mode == "RGB" and out.size == (10, 12)
+    assert out.mode == "RGB"
+    assert out.size == (10, 12)
     assert out.getpixel((0, 0)) == (255, 255, 255)
     assert original.mode == "RGBA"
     with pytest.raises(MediaError, match="pixel limit"):
@@ -190,7 +195,8 @@ def test_text_named_jpg_is_not_an_image(tmp_path: Path) -> None:
     with pytest.raises(MediaError, match="not an image") as info:
         decode_image(path)
     assert "got text" in str(info.value)
-    assert "JPEG" in str(info.value) and "PNG" in str(info.value)
+    assert "JPEG" in str(info.value)
+    assert "PNG" in str(info.value)
 
 
 def test_truncated_jpeg_fails_at_decode_time() -> None:

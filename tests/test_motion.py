@@ -160,7 +160,8 @@ def test_tracks_go_the_right_way(cls: str) -> None:
         assert np.all((track[:, :2] > 0.05) & (track[:, :2] < 0.95))
         change = track[-1] - track[0]
         if cls == "static":
-            assert np.abs(change[:2]).max() < 0.02 and abs(change[3]) < 2.5
+            assert np.abs(change[:2]).max() < 0.02
+            assert abs(change[3]) < 2.5
             assert params["motion"] == {"quantity": "none"}
             continue
         quantity, sign = DIRECTIONS[cls]
@@ -196,7 +197,8 @@ def test_rendered_object_moves_the_right_way(cls: str) -> None:
         params["distractors"] = []
         params["main"].update(family="shape", kind="ell", colour="blue")
         frames = render_clip(params, rng, size)
-        assert frames.shape == (12, size, size, 3) and frames.dtype == np.uint8
+        assert frames.shape == (12, size, size, 3)
+        assert frames.dtype == np.uint8
         masks = [_blue_mask(f) for f in frames]
         area = np.array([m.sum() for m in masks], dtype=float)
         ys, xs = zip(*(np.nonzero(m) for m in masks), strict=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import cv2
@@ -20,7 +21,7 @@ def test_sequences_have_their_segments_and_frames(tmp_path) -> None:
     for video in videos:
         labels = [s["label"] for s in video["segments"]]
         assert all(label in CLASSES for label in labels)
-        assert all(a != b for a, b in zip(labels, labels[1:], strict=False))
+        assert all(a != b for a, b in itertools.pairwise(labels))
         assert [(s["start"], s["end"]) for s in video["segments"]] == [(0, 1), (1, 2), (2, 3)]
         cap = cv2.VideoCapture(str(tmp_path / video["file"]))
         frames = 0

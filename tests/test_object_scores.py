@@ -60,9 +60,8 @@ def test_f1_counts_mentions_of_each_held_out_category(meta) -> None:
     assert scores["images"] == 4
     assert scores["f1"] == {"zebra": pytest.approx(0.8), "fire truck": 0.0}  # 2tp, 1fp, 0fn
     assert scores["mean_f1"] == pytest.approx(0.4)
-    assert scores["one_object_images"] == 3 and scores["count_word_share"] == pytest.approx(
-        1 / 3, abs=1e-4
-    )
+    assert scores["one_object_images"] == 3
+    assert scores["count_word_share"] == pytest.approx(1 / 3, abs=1e-4)
 
 
 def test_files_without_object_metadata_get_no_object_scores(tmp_path) -> None:

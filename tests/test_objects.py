@@ -136,7 +136,8 @@ def test_fetch_names_the_package_and_the_way_around_when_apt_is_missing(
     with pytest.raises(PackageFetchError) as info:
         stamps_root(None, cache=tmp_path)
     message = str(info.value)
-    assert "tuxpaint-stamps-default" in message and "apt-get" in message
+    assert "tuxpaint-stamps-default" in message
+    assert "apt-get" in message
     assert "--stamps DIR" in message
     assert not any(tmp_path.iterdir())
 
@@ -150,7 +151,8 @@ def test_cli_reports_the_missing_apt_in_one_line(
     monkeypatch.setattr(objects_fetch.shutil, "which", lambda cmd: None)
     code = main(["data", "objects", "--out", str(tmp_path / "out"), "--n-train", "1"])
     assert code == 2
-    assert "tuxpaint-stamps-default" in caplog.text and "--stamps" in caplog.text
+    assert "tuxpaint-stamps-default" in caplog.text
+    assert "--stamps" in caplog.text
 
 
 # ----------------------------------------------------------------------------- captions
@@ -273,11 +275,13 @@ def dataset(tmp_path_factory: pytest.TempPathFactory, bank: ObjectBank) -> Path:
 def test_dataset_files_and_captions(dataset: Path) -> None:
     for split, n in (("train", 10), ("val", 3), ("test", 4), ("novel", 5)):
         data = _load(dataset / f"{split}.json")
-        assert data["info"]["split"] == split and len(data["images"]) == n
+        assert data["info"]["split"] == split
+        assert len(data["images"]) == n
         captions = _by_image(data)
         for entry in data["images"]:
             image = Image.open(dataset / "images" / entry["file_name"])
-            assert image.size == (64, 64) and image.mode == "RGB"
+            assert image.size == (64, 64)
+            assert image.mode == "RGB"
             scene = entry["scene"]
             if scene["source"] == "objects":
                 assert captions[entry["id"]] == object_captions(scene)
@@ -293,7 +297,8 @@ def test_held_out_categories_only_in_the_novel_split(dataset: Path) -> None:
     novel = _load(dataset / "novel.json")
     captions = _by_image(novel)
     for entry in novel["images"]:
-        assert "zebra" in entry["objects"] and entry["scene"]["novel_categories"] == ["zebra"]
+        assert "zebra" in entry["objects"]
+        assert entry["scene"]["novel_categories"] == ["zebra"]
         assert all("zebra" in c for c in captions[entry["id"]])
 
 

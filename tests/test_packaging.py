@@ -76,8 +76,9 @@ def _run(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
 def test_the_wheel_carries_both_shipped_bundles(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
-    assert SHIPPED <= names
-    assert "captioner/bundle/manifest.py" in names and "service/app.py" in names
+    assert names >= SHIPPED
+    assert "captioner/bundle/manifest.py" in names
+    assert "service/app.py" in names
     assert not any(n.startswith("weights/") for n in names)  # no stray top-level package
     for task in ("caption", "activity"):
         shipped = json.loads((ROOT / "weights" / f"{task}-default" / "manifest.json").read_text())
@@ -102,7 +103,8 @@ def test_the_installed_package_loads_its_shipped_bundles(site: Path, tmp_path: P
     lines = done.stdout.splitlines()
     assert Path(lines[0]).is_relative_to(site)  # the wheel's copy, not the source tree
     (caption_dir, caption_type), (activity_dir, activity_type) = (s.split() for s in lines[1:])
-    assert Path(caption_dir).is_relative_to(site) and Path(activity_dir).is_relative_to(site)
+    assert Path(caption_dir).is_relative_to(site)
+    assert Path(activity_dir).is_relative_to(site)
     assert (caption_type, activity_type) == ("Captioner", "ActivityClassifier")
 
 
@@ -117,7 +119,8 @@ def test_the_installed_defaults_load_and_caption(site: Path, tmp_path: Path) -> 
     (row,) = [json.loads(line) for line in done.stdout.splitlines()]
     assert row["caption"]
     # The concept table and the bundle's calibration are package data too.
-    assert row["tags"][0]["name"] and row["out_of_domain"] is False
+    assert row["tags"][0]["name"]
+    assert row["out_of_domain"] is False
 
 
 # -- what each install brings, and at which versions ----------------------------------------
@@ -165,13 +168,15 @@ def test_the_base_install_is_the_runtime_only() -> None:
     assert {"onnx", "onnxruntime"} <= set(_requirements(extras["export"]))
     dev = _requirements(extras["dev"])
     assert {"data", "export"} <= dev["captioner"].extras  # the tests need both
-    assert "pytest" in dev and "ruff" in dev
+    assert "pytest" in dev
+    assert "ruff" in dev
 
 
 def test_torch_is_a_range_and_constraints_hold_the_tested_versions() -> None:
     base = _requirements(PROJECT["dependencies"])
     pins = _constraints()
-    assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
+    assert pins["torch"] == "2.14.1"
+    assert pins["torchvision"] == "0.29.1"
     for name in ("torch", "torchvision"):
         assert all(s.operator != "==" for s in base[name].specifier), f"{name} pinned exactly"
     declared = dict(base)
@@ -193,7 +198,8 @@ def test_make_run_installs_the_base_and_every_install_uses_the_constraints() -> 
     installs = re.findall(r"^\t(.*pip install.*)$", makefile, re.M) + [
         line for line in makefile.splitlines() if line.startswith("PIP ")
     ]
-    assert installs and all("-c constraints.txt" in line or "$(PIP)" in line for line in installs)
+    assert installs
+    assert all("-c constraints.txt" in line or "$(PIP)" in line for line in installs)
     assert re.search(r"^\$\(BASE\):.*\n\t\$\(PIP\) -e \.\n", makefile, re.M)
     assert re.search(r"^\$\(DEV\):.*\n\t\$\(PIP\) -e '\.\[dev\]'\n", makefile, re.M)
 
@@ -203,7 +209,8 @@ def test_ci_runs_the_lint_and_the_readme_test_command() -> None:
     assert any(c.startswith("make lint") for c in commands)
     assert any(c.startswith("make test") for c in commands)
     readme = (ROOT / "README.md").read_text()
-    assert "make test" in readme and "make lint" in readme
+    assert "make test" in readme
+    assert "make lint" in readme
 
 
 def test_no_runtime_module_imports_the_data_generators_libraries() -> None:
@@ -228,4 +235,5 @@ def test_no_runtime_module_imports_the_data_generators_libraries() -> None:
         text=True,
         timeout=300,
     )
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "ok", done.stderr[-3000:]

@@ -32,8 +32,10 @@ def test_errors_return_gives_an_error_result_in_place_and_captions_the_rest(
     assert [type(r) for r in results] == [CaptionResult, ErrorResult, ErrorResult, ErrorResult]
     assert results[0].caption == tiny_captioner.caption(good).caption
     assert results[1].to_record() == {"path": str(text), "error": results[1].error}
-    assert "text" in results[1].error and isinstance(results[1].exception, MediaError)
-    assert results[2].path == str(missing) and results[3].path is None  # bytes have no path
+    assert "text" in results[1].error
+    assert isinstance(results[1].exception, MediaError)
+    assert results[2].path == str(missing)
+    assert results[3].path is None
 
 
 def test_errors_raise_is_the_default_and_other_values_are_refused(tiny_captioner, tmp_path):
@@ -46,7 +48,8 @@ def test_errors_raise_is_the_default_and_other_values_are_refused(tiny_captioner
 
 def test_a_single_bad_image_with_errors_return_gives_one_error_result(tiny_captioner, tmp_path):
     result = tiny_captioner.caption(tmp_path / "missing.jpg", errors="return")
-    assert isinstance(result, ErrorResult) and "missing.jpg" in result.path
+    assert isinstance(result, ErrorResult)
+    assert "missing.jpg" in result.path
 
 
 # --------------------------------------------------------------------------- NumPy images
@@ -100,7 +103,8 @@ def test_other_arrays_are_refused_naming_the_expected_shape_and_dtype(
 def test_load_by_task_name_uses_that_tasks_default_bundle(tiny_bundle, monkeypatch) -> None:
     monkeypatch.setenv("CAPTIONER_CAPTION_BUNDLE", str(tiny_bundle))
     model = captioner.load("caption", device="cpu")
-    assert isinstance(model, captioner.Captioner) and model.name == "tiny-test"
+    assert isinstance(model, captioner.Captioner)
+    assert model.name == "tiny-test"
 
 
 def test_shipped_bundle_names_resolve_to_the_shipped_folders(monkeypatch, tmp_path) -> None:
@@ -163,10 +167,14 @@ def test_records_round_every_log_prob_and_score_alike(tiny_captioner) -> None:
     assert [a["log_prob"] for a in record["alternatives"]] == [
         round(a["log_prob"], 4) for a in res.alternatives
     ]
-    assert "score" not in record and "attention" not in record and "words" not in record
+    assert "score" not in record
+    assert "attention" not in record
+    assert "words" not in record
     full = res.to_record(details=True)
-    assert full["score"] == round(res.score, 4) and full["words"] == res.words
-    assert full["attention"] == res.attention and full["grid"] == list(res.grid)
+    assert full["score"] == round(res.score, 4)
+    assert full["words"] == res.words
+    assert full["attention"] == res.attention
+    assert full["grid"] == list(res.grid)
     assert "finished" not in full
     one = tiny_captioner.caption(make_image(8)).to_record()
     assert "alternatives" not in one  # one caption: no n-best list unless asked

@@ -27,7 +27,8 @@ def test_the_python_snippets_run_as_written(monkeypatch, capsys) -> None:
     for block in blocks:  # the second block reuses the first one's import, as a reader would
         exec(compile(block, "README.md", "exec"), namespace)
     out = capsys.readouterr().out
-    assert "growing" in out and "cat" in out
+    assert "growing" in out
+    assert "cat" in out
 
 
 @pytest.mark.slow
@@ -65,7 +66,8 @@ def test_the_serve_synopsis_lists_every_flag() -> None:
         for option in action.option_strings
         if option.startswith("--") and option != "--help"
     }
-    assert flags and not {f for f in flags if f not in synopsis}
+    assert flags
+    assert not {f for f in flags if f not in synopsis}
 
 
 def _model_card_script():
@@ -90,7 +92,8 @@ def test_the_model_card_script_rewrites_only_its_table_and_flags_new_captions() 
     card = _model_card_script()
     captions = {name: judged for name, (judged, _) in card.VERDICTS.items()}
     body, unjudged = card.table(captions)
-    assert unjudged == [] and body.count("\n") == len(card.PHOTOS) + 1
+    assert unjudged == []
+    assert body.count("\n") == len(card.PHOTOS) + 1
     readme = (ROOT / "README.md").read_text()
     assert card.render(readme, body) == readme  # the README holds exactly this table
     horse = "`horse` (a silhouette)"
@@ -99,4 +102,5 @@ def test_the_model_card_script_rewrites_only_its_table_and_flags_new_captions() 
     changed = card.render(readme, body)
     assert '| `horse` (a silhouette) | "two dogs" | not judged yet' in changed
     before, after = readme.split(card.START)[0], readme.split(card.END)[1]
-    assert changed.startswith(before) and changed.endswith(after)
+    assert changed.startswith(before)
+    assert changed.endswith(after)

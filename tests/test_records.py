@@ -35,9 +35,11 @@ def test_csv_alternatives_are_rounded_like_the_jsonl_rows(tiny_bundle, tmp_path)
             rows[suffix] = json.loads(row["alternatives"])
         else:
             rows[suffix] = json.loads(out.read_text())["alternatives"]
-    assert rows["csv"] == rows["jsonl"] and len(rows["csv"]) == 3
+    assert rows["csv"] == rows["jsonl"]
+    assert len(rows["csv"]) == 3
     for alt in rows["csv"]:
-        assert _decimals(alt["log_prob"]) <= 4 and _decimals(alt["score"]) <= 4
+        assert _decimals(alt["log_prob"]) <= 4
+        assert _decimals(alt["score"]) <= 4
 
 
 def test_http_answers_are_the_records_of_the_results(tiny_captioner) -> None:

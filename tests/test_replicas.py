@@ -62,14 +62,16 @@ def parse_nginx(text: str) -> list[Directive]:
             stack[-1].append((words[0], words[1:], children))
             stack.append(children)
         elif token == "}":
-            assert not words and len(stack) > 1, "unbalanced }"
+            assert not words, "unbalanced }"
+            assert len(stack) > 1, "unbalanced }"
             stack.pop()
             continue
         else:
             words.append(token)
             continue
         words = []
-    assert not words and len(stack) == 1, "unterminated directive or block"
+    assert not words, "unterminated directive or block"
+    assert len(stack) == 1, "unterminated directive or block"
     return root
 
 
@@ -205,7 +207,8 @@ def test_nginx_balances_over_exactly_the_compose_replicas():
     assert sorted(args[0] for args in servers) == [f"{n}:{image_port()}" for n in sorted(replicas)]
     for args in servers:
         params = dict(a.split("=", 1) for a in args[1:])
-        assert int(params["max_fails"]) >= 1 and nginx_seconds(params["fail_timeout"]) > 0, args
+        assert int(params["max_fails"]) >= 1, args
+        assert nginx_seconds(params["fail_timeout"]) > 0, args
     one(upstream, "least_conn")
     nginx = compose_services()["nginx"]
     assert nginx["profiles"] == ["replicas"]
@@ -214,7 +217,8 @@ def test_nginx_balances_over_exactly_the_compose_replicas():
     ), "nginx resolves the replicas' names at start: they must be up"
     (mount,) = nginx["volumes"]
     assert (ROOT / mount["source"]).resolve() == NGINX_CONF
-    assert mount["target"] == "/etc/nginx/conf.d/default.conf" and mount["read_only"]
+    assert mount["target"] == "/etc/nginx/conf.d/default.conf"
+    assert mount["read_only"]
     for name, svc in replicas.items():
         assert not svc.get("ports"), f"{name} must be reached through nginx only"
 
@@ -294,7 +298,8 @@ def test_k8s_has_a_deployment_a_service_and_an_hpa_that_select_the_same_pods():
     )
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     selector = deployment["spec"]["selector"]["matchLabels"]
-    assert selector and selector.items() <= labels.items()
+    assert selector
+    assert selector.items() <= labels.items()
     assert service["spec"]["selector"] == selector
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -315,7 +320,8 @@ def test_k8s_pods_get_one_gpu_probes_on_real_routes_and_time_to_drain():
     assert probes["readinessProbe"]["path"] == "/readyz"
     assert probes["livenessProbe"]["path"] == "/healthz"
     for probe in probes.values():
-        assert probe["path"] in routes and probe["port"] in ("http", image_port())
+        assert probe["path"] in routes
+        assert probe["port"] in ("http", image_port())
     env = {e["name"]: e["value"] for e in container["env"]}
     unknown = {n for n in env if n.removeprefix("CAPTIONER_").lower() not in SETTINGS}
     assert not unknown, f"not service settings: {unknown}"

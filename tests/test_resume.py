@@ -144,9 +144,11 @@ def test_cuda_rng_states_of_every_device_are_saved_and_restored(tmp_path, monkey
     with monkeypatch.context() as m:
         cuda.install(m)
         loop.restore_rng_state(state["rng"])
-    assert cuda.restored is not None and len(cuda.restored) == 2
+    assert cuda.restored is not None
+    assert len(cuda.restored) == 2
     for got, want in zip(cuda.restored, cuda.states, strict=True):
-        assert got.dtype == torch.uint8 and got.tolist() == want.tolist()
+        assert got.dtype == torch.uint8
+        assert got.tolist() == want.tolist()
 
     with monkeypatch.context() as m:  # fewer devices on the resuming machine: the first ones
         cuda.install(m, devices=1)

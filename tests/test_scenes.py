@@ -59,7 +59,8 @@ def test_writes_coco_json_and_images(dataset: tuple[Path, dict[str, Path]]) -> N
     for split, path in paths.items():
         assert path == root / f"{split}.json"
         data = _load(path)
-        assert data["info"]["seed"] == 3 and data["info"]["split"] == split
+        assert data["info"]["seed"] == 3
+        assert data["info"]["split"] == split
         images, anns = data["images"], data["annotations"]
         assert len(images) == COUNTS[f"n_{split}"]
         assert len({im["id"] for im in images}) == len(images)
@@ -114,7 +115,8 @@ def test_empty_split_is_a_valid_empty_file(tmp_path: Path) -> None:
         tmp_path, seed=0, n_train=0, n_val=0, n_test=1, n_novel=0, progress=False
     )
     data = _load(paths["val"])
-    assert data["images"] == [] and data["annotations"] == []
+    assert data["images"] == []
+    assert data["annotations"] == []
     assert data["info"]["count"] == 0
 
 
@@ -127,9 +129,11 @@ def test_novel_combinations_only_in_novel_split(dataset: tuple[Path, dict[str, P
             held_out = im["scene"]["novel_combinations"]
             mentioned = [bool(NOVEL_TEXT.search(c)) for c in by_image[im["id"]]]
             if split == "novel":
-                assert held_out and all(mentioned), by_image[im["id"]]
+                assert held_out, by_image[im["id"]]
+                assert all(mentioned), by_image[im["id"]]
             else:
-                assert not held_out and not any(mentioned), by_image[im["id"]]
+                assert not held_out, by_image[im["id"]]
+                assert not any(mentioned), by_image[im["id"]]
 
 
 @pytest.mark.parametrize("novel", [False, True])
@@ -148,7 +152,8 @@ def test_relations_match_boxes_and_captions() -> None:
     for scene in _many_scenes(False, 600):
         for obj in scene["objects"]:
             x0, y0, x1, y1 = obj["box"]
-            assert 0 <= x0 < x1 <= 224 and 0 <= y0 < y1 <= 224
+            assert 0 <= x0 < x1 <= 224
+            assert 0 <= y0 < y1 <= 224
         relation = scene["relation"]
         if relation is None:
             continue
@@ -198,7 +203,9 @@ def test_rendered_shape_has_its_colour() -> None:
     }
     pixels = np.asarray(render_scene(scene, np.random.default_rng(0))).astype(int)
     r, g, b = pixels[100:120, 100:120].reshape(-1, 3).mean(axis=0)
-    assert r > 150 and g < 90 and b < 90
+    assert r > 150
+    assert g < 90
+    assert b < 90
     corner = pixels[:30, :30].reshape(-1, 3).mean(axis=0)
     assert corner.min() > 190  # the light background stays light outside the box
 
@@ -208,7 +215,7 @@ def test_rendered_shape_has_its_colour() -> None:
     [{"n_train": -1}, {"seed": -5}, {"n_test": 2.5}, {"image_size": 16}],
 )
 def test_bad_arguments_are_refused(tmp_path: Path, kwargs: dict) -> None:
-    args = dict(seed=0, n_train=1, n_val=0, n_test=0, n_novel=0, progress=False)
+    args = {"seed": 0, "n_train": 1, "n_val": 0, "n_test": 0, "n_novel": 0, "progress": False}
     args.update(kwargs)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
         generate_scenes(tmp_path, **args)

@@ -41,6 +41,17 @@ def _serve(*args: str, log: Path) -> subprocess.Popen:
         )
 
 
+def _serve_to_exit(*args: str, log: Path) -> tuple[int, str]:
+    """Run ``captioner serve`` that is expected to stop by itself -> (exit status, its output)."""
+    proc = _serve(*args, log=log)
+    try:
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return code, log.read_text()
+
+
 def _wait_ready(proc: subprocess.Popen, base: str, log: Path, timeout_s: float = 180.0) -> None:
     """Poll /readyz; fail early with the log if the process dies first."""
     deadline = time.monotonic() + timeout_s
@@ -84,7 +95,8 @@ def test_serve_captions_like_the_library_and_serves_the_page(served: Served) -> 
     expected = captioner.load(device="cpu").caption(SCENE.read_bytes())
     assert r.json()["results"][0]["caption"] == expected.caption
     page = httpx.get(f"{base}/", timeout=30)
-    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert page.status_code == 200
+    assert "text/html" in page.headers["content-type"]
     assert "<html" in page.text.lower()
     models = httpx.get(f"{base}/readyz", timeout=30).json()["models"]
     assert ("activity" in models) == HAS_ACTIVITY
@@ -117,14 +129,9 @@ def test_a_taken_port_exits_3_before_loading_anything(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        log = tmp_path / "taken.log"
-        proc = _serve("--port", str(port), "--device", "cpu", log=log)
-        try:
-            code = proc.wait(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    output = log.read_text()
+        code, output = _serve_to_exit(
+            "--port", str(port), "--device", "cpu", log=tmp_path / "taken.log"
+        )
     assert code == 3, f"exit code {code}:\n{output}"
     assert output.strip() == (
         f"captioner serve: port {port} is already in use on 127.0.0.1: stop the other server "
@@ -134,14 +141,11 @@ def test_a_taken_port_exits_3_before_loading_anything(tmp_path: Path) -> None:
 
 def test_bad_setting_exits_2_naming_it_without_serving(tmp_path: Path) -> None:
     port = free_port()
-    log = tmp_path / "bad.log"
-    proc = _serve("--port", str(port), "--max-wait-ms", "-5", log=log)
-    try:
-        code = proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    output = log.read_text()
+    code, output = _serve_to_exit(
+        "--port", str(port), "--max-wait-ms", "-5", log=tmp_path / "bad.log"
+    )
     assert code == 2, f"exit code {code}:\n{output}"
-    assert "max_wait_ms" in output and "Traceback" not in output, output
-    assert "Uvicorn running" not in output and "Started server process" not in output, output
+    assert "max_wait_ms" in output, output
+    assert "Traceback" not in output, output
+    assert "Uvicorn running" not in output, output
+    assert "Started server process" not in output, output

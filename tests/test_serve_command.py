@@ -99,7 +99,8 @@ def test_bad_values_exit_2_with_one_line_naming_the_setting(capsys, monkeypatch)
     assert serve.main(["--max-wait-ms", "-5", "--max-queue", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "max_wait_ms (--max-wait-ms / CAPTIONER_MAX_WAIT_MS)" in err and "max_queue" in err
+    assert "max_wait_ms (--max-wait-ms / CAPTIONER_MAX_WAIT_MS)" in err
+    assert "max_queue" in err
     assert serve.main(["--no-caption", "--no-activity"]) == 2
     assert "enable at least one" in capsys.readouterr().err
 
@@ -116,8 +117,10 @@ def test_a_bundle_that_cannot_load_stops_before_the_port_opens(capsys, monkeypat
     missing = tmp_path / "no-bundle-here"
     code = serve.main(["--caption-bundle", str(missing), "--no-activity", "--device", "cpu"])
     err = capsys.readouterr().err.strip()
-    assert code == 1 and len(err.splitlines()) == 1, err
-    assert err.startswith("captioner serve: cannot load the caption model") and str(missing) in err
+    assert code == 1, err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("captioner serve: cannot load the caption model")
+    assert str(missing) in err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
@@ -138,8 +141,10 @@ def test_allow_partial_serves_what_loaded_and_names_what_did_not(tiny_bundle, tm
     with pytest.raises(RuntimeError, match="activity model"):
         load_models(settings)
     models = load_models(settings.model_copy(update={"allow_partial": True}))
-    assert isinstance(models, LoadedModels) and models.captioner is not None
-    assert models.activity is None and "missing" in models.failures["activity"]
+    assert isinstance(models, LoadedModels)
+    assert models.captioner is not None
+    assert models.activity is None
+    assert "missing" in models.failures["activity"]
     assert models.captioner.limits.max_pixels == settings.max_image_pixels
 
 
@@ -171,7 +176,7 @@ def test_thread_counts_default_from_the_cores_and_are_applied_at_start_up(monkey
 
 
 def test_a_taken_port_stops_before_the_models_load(capsys, monkeypatch) -> None:
-    def never(settings):  # noqa: ANN001, ANN202
+    def never(settings):
         raise AssertionError("the models loaded although the port is taken")
 
     monkeypatch.setattr(runtime, "load_models", never)
@@ -182,8 +187,10 @@ def test_a_taken_port_stops_before_the_models_load(capsys, monkeypatch) -> None:
         port = taken.getsockname()[1]
         code = serve.main(["--port", str(port), "--device", "cpu"])
     err = capsys.readouterr().err.strip()
-    assert code == serve.EXIT_ADDRESS == 3 and len(err.splitlines()) == 1, err
-    assert f"port {port} is already in use" in err and "--port" in err
+    assert code == serve.EXIT_ADDRESS == 3, err
+    assert len(err.splitlines()) == 1, err
+    assert f"port {port} is already in use" in err
+    assert "--port" in err
 
 
 def test_an_address_not_on_this_machine_is_named(capsys) -> None:

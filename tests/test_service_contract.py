@@ -38,11 +38,15 @@ def post(client: TestClient, n: int = 1, **params: Any):
 
 def assert_problem(body: Any, *, with_errors: bool = False) -> None:
     """The one error shape: {"detail": one line, "errors": [...]} with errors only for 422s."""
-    assert isinstance(body, dict) and set(body) <= {"detail", "errors"}, body
-    assert isinstance(body["detail"], str) and body["detail"] and "\n" not in body["detail"]
+    assert isinstance(body, dict), body
+    assert set(body) <= {"detail", "errors"}, body
+    assert isinstance(body["detail"], str)
+    assert body["detail"]
+    assert "\n" not in body["detail"]
     assert ("errors" in body) == with_errors, body
     if with_errors:
-        assert isinstance(body["errors"], list) and body["errors"]
+        assert isinstance(body["errors"], list)
+        assert body["errors"]
         assert all({"loc", "msg", "type"} <= set(e) for e in body["errors"])
 
 
@@ -61,7 +65,8 @@ def test_validation_errors_have_a_sentence_and_the_list(client: TestClient) -> N
         ("query", "n_best"),
     }
     missing = client.post("/v1/caption")  # no file at all
-    assert missing.status_code == 422 and "form field file" in missing.json()["detail"]
+    assert missing.status_code == 422
+    assert "form field file" in missing.json()["detail"]
     assert_problem(missing.json(), with_errors=True)
 
 
@@ -100,7 +105,8 @@ def test_every_refusal_has_the_same_shape(tiny_captioner, client: TestClient) ->
 def test_the_schema_documents_the_error_shape(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     problem = schema["components"]["schemas"]["Problem"]
-    assert problem["required"] == ["detail"] and problem["properties"]["detail"]["type"] == "string"
+    assert problem["required"] == ["detail"]
+    assert problem["properties"]["detail"]["type"] == "string"
     assert "HTTPValidationError" not in schema["components"]["schemas"]
     for path in ("/v1/caption", "/v1/activity"):
         responses = schema["paths"][path]["post"]["responses"]
@@ -126,13 +132,15 @@ def test_request_id_is_echoed_or_made_on_every_answer(client: TestClient) -> Non
         client.post("/v1/caption", headers=given),
         client.post("/v1/caption", headers=given, files={"file": ("t.jpg", b"words " * 40)}),
     ):
-        assert r.status_code >= 400 and r.headers["X-Request-ID"] == "trace-42.a:b"
+        assert r.status_code >= 400
+        assert r.headers["X-Request-ID"] == "trace-42.a:b"
 
 
 def test_request_id_on_the_gates_refusals_and_on_a_500(tiny_captioner, monkeypatch) -> None:
     with client_for(tiny_captioner, api_key=KEY) as c:
         r = c.post("/v1/caption", headers={"X-Request-ID": "gate-1"})
-        assert r.status_code == 401 and r.headers["X-Request-ID"] == "gate-1"
+        assert r.status_code == 401
+        assert r.headers["X-Request-ID"] == "gate-1"
     with client_for(tiny_captioner) as c:
 
         async def broken(*args: Any) -> None:
@@ -142,7 +150,8 @@ def test_request_id_on_the_gates_refusals_and_on_a_500(tiny_captioner, monkeypat
         c_raise = TestClient(c.app, raise_server_exceptions=False)
         files = {"file": ("a.jpg", jpeg_bytes(1))}
         r = c_raise.post("/v1/caption", files=files, headers={"X-Request-ID": "bug-1"})
-        assert r.status_code == 500 and r.headers["X-Request-ID"] == "bug-1"
+        assert r.status_code == 500
+        assert r.headers["X-Request-ID"] == "bug-1"
         assert r.json() == {"detail": "internal server error"}
 
 
@@ -153,9 +162,9 @@ def test_the_access_log_line_names_the_request_id(client: TestClient, caplog) ->
     lines = [r.getMessage() for r in caplog.records if r.name == "captioner.access"]
     assert any('"GET /healthz?x=1 HTTP/1.1" 200' in x and "request_id=log-me-7" in x for x in lines)
     refused = [x for x in lines if "/v1/caption" in x]
-    assert (
-        refused and " 422 " in refused[-1] and re.search(r"request_id=[0-9a-f]{32}$", refused[-1])
-    )
+    assert refused
+    assert " 422 " in refused[-1]
+    assert re.search(r"request_id=[0-9a-f]{32}$", refused[-1])
 
 
 # -------------------------------------------------------------------- schema == server limits

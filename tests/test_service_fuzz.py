@@ -111,11 +111,14 @@ def error_is_json_detail(
         body = json.loads(response.content)
     except ValueError:
         raise AssertionError(f"error body is not JSON: {response.content[:200]!r}") from None
-    assert isinstance(body, dict) and "detail" in body, f"error body has no 'detail': {body!r}"
+    assert isinstance(body, dict), f"error body has no 'detail': {body!r}"
+    assert "detail" in body, f"error body has no 'detail': {body!r}"
     assert set(body) <= {"detail", "errors"}, f"error body is not a Problem: {body!r}"
-    assert isinstance(body["detail"], str) and "\n" not in body["detail"], body
+    assert isinstance(body["detail"], str), body
+    assert "\n" not in body["detail"], body
     if "errors" in body:  # only validation failures list their problems
-        assert response.status_code == 422 and isinstance(body["errors"], list), body
+        assert response.status_code == 422, body
+        assert isinstance(body["errors"], list), body
     assert "x-request-id" in {k.lower() for k in response.headers}, "no X-Request-ID"
 
 

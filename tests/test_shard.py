@@ -31,7 +31,8 @@ def fast_load(monkeypatch, tiny_bundle, tiny_captioner):
     """Hand the CLI the session's loaded tiny model instead of rebuilding the encoder."""
 
     def load(bundle, device="auto"):
-        assert Path(bundle) == tiny_bundle and device == "cpu"
+        assert Path(bundle) == tiny_bundle
+        assert device == "cpu"
         return tiny_captioner
 
     monkeypatch.setattr(captioner.batch, "load", load)
@@ -100,7 +101,9 @@ def test_bad_shard_values_exit_2_with_a_message(tiny_bundle, tmp_path, capsys, v
             caption(tiny_bundle, str(tmp_path), *arg)
         assert exc.value.code == 2
         err = capsys.readouterr().err
-        assert "argument --shard" in err and message in err and "Traceback" not in err
+        assert "argument --shard" in err
+        assert message in err
+        assert "Traceback" not in err
 
 
 def test_a_negative_shard_exits_2_with_a_message(tiny_bundle, tmp_path, capsys) -> None:
@@ -196,7 +199,8 @@ def test_merge_cuts_a_torn_last_row_and_warns(tmp_path, caplog) -> None:
     with caplog.at_level(logging.WARNING):
         assert merge(tmp_path / "c.part-*.jsonl", "--out", tmp_path / "m.jsonl") == 0
     assert [r["path"] for r in read_jsonl(tmp_path / "m.jsonl")] == ["a.jpg", "b.jpg", "c.jpg"]
-    assert "c.part-1-of-2.jsonl" in caplog.text and "--resume" in caplog.text
+    assert "c.part-1-of-2.jsonl" in caplog.text
+    assert "--resume" in caplog.text
     assert torn.read_text().endswith("\n")  # repaired, ready for --resume
 
 
@@ -227,7 +231,8 @@ def test_merge_refuses_an_out_of_another_format_or_no_parts(tmp_path, caplog) ->
     assert "--out must be a .jsonl file" in errors(caplog)
     assert merge(tmp_path / "nothing.part-*.jsonl", "--out", tmp_path / "m.jsonl") == 2
     assert "no part files match" in errors(caplog)
-    assert not (tmp_path / "m.csv").exists() and not (tmp_path / "m.jsonl").exists()
+    assert not (tmp_path / "m.csv").exists()
+    assert not (tmp_path / "m.jsonl").exists()
 
 
 # --------------------------------------------------------------------------- torchrun

@@ -40,7 +40,8 @@ def test_the_attended_cell_names_the_slot() -> None:
     assert filled == ["a", "cat", "next", "to", "two", "dogs"]
     assert [(n["position"], n["name"]) for n in named] == [(1, "cat"), (5, "dogs")]
     flipped, _ = fill_slots(words, attention.flip(1), grid, head)  # look elsewhere: other words
-    assert flipped[1] == "dog" and flipped[5] == "cats"
+    assert flipped[1] == "dog"
+    assert flipped[5] == "cats"
 
 
 def test_the_article_before_a_slot_follows_the_word() -> None:
@@ -100,7 +101,8 @@ def test_the_pipeline_fills_slots_from_where_the_decoder_looks() -> None:
     pipeline.head = head
     results = pipeline.caption_features(torch.stack([image_cat, image_dog]))
     assert [r.caption for r in results] == ["a cat", "a dog"]
-    assert results[0].slots[0]["name"] == "cat" and results[0].slots[0]["score"] > 0.9
+    assert results[0].slots[0]["name"] == "cat"
+    assert results[0].slots[0]["score"] > 0.9
     assert results[0].attention is None  # attention was kept for naming, not returned
     assert results[0].alternatives[0]["caption"] == "a cat"
     pipeline.head = None  # no head: the slot stays a slot rather than a guess
@@ -145,7 +147,8 @@ def test_a_slot_never_names_a_place() -> None:
         return probs
 
     filled, named = fill_slots(["a", SLOT], torch.ones(2, 1), torch.zeros(1, C), shore)
-    assert filled == ["a", "boathouse"] and named[0]["score"] == pytest.approx(1.0)
+    assert filled == ["a", "boathouse"]
+    assert named[0]["score"] == pytest.approx(1.0)
 
 
 def test_replayed_attention_names_slots_as_the_search_attention_does() -> None:
@@ -163,4 +166,5 @@ def test_replayed_attention_names_slots_as_the_search_attention_does() -> None:
     for a, b in zip(replayed, kept, strict=True):
         assert a.caption == b.caption
         assert a.slots == b.slots
-        assert a.attention is None and b.attention is not None
+        assert a.attention is None
+        assert b.attention is not None

@@ -59,7 +59,8 @@ def test_write_json_leaves_only_the_final_file(tmp_path: Path) -> None:
 def test_object_size_keeps_photo_aspect_and_squares_shapes() -> None:
     assert object_size({"family": "shape", "kind": "star"}, 40) == (40, 40)
     w, h = object_size({"family": "photo", "kind": "cameraman"}, 40)  # taller than wide
-    assert h == 40 and 20 < w < 40
+    assert h == 40
+    assert 20 < w < 40
 
 
 def test_old_import_paths_still_work() -> None:

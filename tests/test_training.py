@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import shutil
@@ -119,7 +120,8 @@ def test_trained_bundle_loads_and_captions(trained, scene_data) -> None:
     assert sum(encoded) == 48  # 40 train + 8 val images, each encoded once
     model = captioner.load(bundle, device="cpu")
     res = model.caption(scene_data / "images" / "test" / "000000.jpg")
-    assert res.words and res.caption == " ".join(res.words)
+    assert res.words
+    assert res.caption == " ".join(res.words)
     assert set(res.words) <= set(model.vocab.itos)
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["training"]["data"]["train_images"] == 40
@@ -239,8 +241,9 @@ def test_evaluate_caption_reports_coco_metrics(trained, scene_data, tmp_path) ->
         workers=0,
         progress=False,
     )
-    assert METRICS <= set(result)
-    assert result["images"] == 8 and result["skipped"] == 0
+    assert set(result) >= METRICS
+    assert result["images"] == 8
+    assert result["skipped"] == 0
     assert result["beam_size"] == OPTS.beam_size
     for name in METRICS - {"CIDEr-D"}:
         assert 0.0 <= result[name] <= 1.0
@@ -290,7 +293,7 @@ def test_cosine_schedule_is_a_function_of_the_epoch() -> None:
     cfg = TrainConfig(epochs=10, lr=1e-3, schedule="cosine")
     rates = [epoch_lr(cfg, e) for e in range(1, 11)]
     assert rates[0] == pytest.approx(1e-3)
-    assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
+    assert all(a > b for a, b in itertools.pairwise(rates))
     assert 0 < rates[-1] < 0.05e-3
     assert epoch_lr(TrainConfig(lr=3e-4), 7) == 3e-4
     with pytest.raises(ValueError, match="schedule"):

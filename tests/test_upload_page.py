@@ -214,8 +214,10 @@ def test_image_caption_words_and_attention_heatmap(page, model):
     # How far to trust it: confidence, the ImageNet tags, and the out-of-domain warning.
     assert f"{round(expected.confidence * 100)}%" in css(page, "#confidence").text
     tags = [li.text for li in css_all(page, "#tags li")]
-    assert expected.tags and len(tags) == len(expected.tags)
-    assert tags[0].startswith(expected.tags[0]["name"]) and tags[0].startswith("cat")
+    assert expected.tags
+    assert len(tags) == len(expected.tags)
+    assert tags[0].startswith(expected.tags[0]["name"])
+    assert tags[0].startswith("cat")
     assert css(page, "#domain-warning").is_displayed() == bool(expected.out_of_domain)
     assert not expected.out_of_domain, "an everyday photo is in the default model's domain"
 
@@ -247,7 +249,8 @@ def test_video_activity_with_timeline(page):
     assert len(topk) == min(5, len(classes))
     assert topk[0].text.startswith(label)
     rows = css_all(page, "#timeline tbody tr")
-    assert rows and all(row.text.split()[-2] in classes for row in rows)
+    assert rows
+    assert all(row.text.split()[-2] in classes for row in rows)
     assert len(css_all(page, "#timeline-strip > div")) == len(rows)
     # The example clip is VP9 WebM: Chromium plays it (the page hides the player otherwise).
     deadline = time.monotonic() + 10

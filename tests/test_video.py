@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import os
 import tempfile
@@ -92,7 +93,8 @@ def test_read_frames_exact_at_any_index(video: Path) -> None:
     # Unsorted, repeated and mid-GOP indices (mp4v puts a keyframe every 12 frames).
     indices = [17, 0, 5, 13, 13, 39, 31, 1]
     frames, stamps = read_frames(video, indices)
-    assert frames.shape == (len(indices), H, W, 3) and frames.dtype == np.uint8
+    assert frames.shape == (len(indices), H, W, 3)
+    assert frames.dtype == np.uint8
     assert [frame_index(f) for f in frames] == indices
     assert stamps == pytest.approx([i / FPS for i in indices], abs=1e-3)
 
@@ -120,7 +122,8 @@ def test_iter_frames_strides_in_order(mp4: Path) -> None:
 
 def test_seek_reader_returns_frames(mp4: Path) -> None:
     frames, stamps = read_frames_seek(mp4, [30, 2, 2])
-    assert frames.shape == (3, H, W, 3) and len(stamps) == 3
+    assert frames.shape == (3, H, W, 3)
+    assert len(stamps) == 3
 
 
 def test_bytes_and_stream_give_the_same_frames_and_leave_no_file(
@@ -130,7 +133,8 @@ def test_bytes_and_stream_give_the_same_frames_and_leave_no_file(
     expected, _ = read_frames(mp4, indices)
     data = mp4.read_bytes()
     with local_video(data) as path:
-        assert path.parent == private_tmp and path.suffix == ".mp4"
+        assert path.parent == private_tmp
+        assert path.suffix == ".mp4"
         assert (path.stat().st_mode & 0o777) == 0o600
         from_bytes, _ = read_frames(path, indices)
     assert not path.exists()
@@ -191,7 +195,8 @@ def test_uniform_indices(n_frames: int, num: int) -> None:
     if n_frames >= num:
         assert len(set(idx)) == num
         # Spread over the whole video: first and last land in the first and last segments.
-        assert idx[0] < n_frames / num and idx[-1] >= n_frames - n_frames / num - 1
+        assert idx[0] < n_frames / num
+        assert idx[-1] >= n_frames - n_frames / num - 1
     else:
         assert idx == list(range(n_frames)) + [n_frames - 1] * (num - n_frames)
 
@@ -216,8 +221,9 @@ def test_segment_indices_fall_in_their_segments(n_frames: int) -> None:
 
 def test_multi_clip_indices() -> None:
     clips = multi_clip_indices(100, 8, 3)
-    assert len(clips) == 3 and all(len(c) == 8 for c in clips)
-    assert all(c == sorted(c) and 0 <= c[0] and c[-1] < 100 for c in clips)
+    assert len(clips) == 3
+    assert all(len(c) == 8 for c in clips)
+    assert all(c == sorted(c) and c[0] >= 0 and c[-1] < 100 for c in clips)
     assert len({tuple(c) for c in clips}) == 3
     for k in range(8):
         column = [c[k] for c in clips]
@@ -233,9 +239,11 @@ def test_multi_clip_indices() -> None:
 )
 def test_sliding_windows_cover_the_video(duration: float, window: float, stride: float) -> None:
     windows = sliding_windows(duration, window, stride)
-    assert windows[0][0] == 0.0 and windows[-1][1] == duration
-    for (s0, e0), (s1, _) in zip(windows, windows[1:], strict=False):
-        assert s1 == pytest.approx(s0 + stride) and s1 <= e0  # no gaps
+    assert windows[0][0] == 0.0
+    assert windows[-1][1] == duration
+    for (s0, e0), (s1, _) in itertools.pairwise(windows):
+        assert s1 == pytest.approx(s0 + stride)
+        assert s1 <= e0
     assert all(e - s <= window + 1e-9 for s, e in windows)
     assert all(e < duration for _, e in windows[:-1])  # stops once the end is reached
 
@@ -324,7 +332,8 @@ def test_corrupt_middle_is_error_or_padding(mp4: Path, tmp_path: Path) -> None:
         frames, stamps = read_frames(path, [0, 20, 39])
     except MediaError:
         return
-    assert frames.shape == (3, H, W, 3) and len(stamps) == 3
+    assert frames.shape == (3, H, W, 3)
+    assert len(stamps) == 3
 
 
 def test_limits(mp4: Path) -> None:
@@ -334,7 +343,7 @@ def test_limits(mp4: Path) -> None:
         decode_clip(io.BytesIO(mp4.read_bytes()), 4, limits=VideoLimits(max_bytes=1000))
     with pytest.raises(MediaError, match="64x48, above the 32x2160"):
         probe_video(mp4, VideoLimits(max_width=32))
-    with pytest.raises(MediaError, match="4.0 s, above the 2-second"):
+    with pytest.raises(MediaError, match=r"4.0 s, above the 2-second"):
         decode_clip(mp4, 4, limits=VideoLimits(max_seconds=2))
     with pytest.raises(MediaError, match="40 frames, above the 30-frame"):
         probe_video(mp4, VideoLimits(max_frames=30))
@@ -449,7 +458,8 @@ def test_messages_about_uploads_do_not_name_the_temp_file(mp4: Path, private_tmp
     for error in (truncated, too_long, too_wide):
         message = str(error.value)
         assert "the uploaded video" in message
-        assert str(private_tmp) not in message and "captioner-video-" not in message
+        assert str(private_tmp) not in message
+        assert "captioner-video-" not in message
     assert "could not decode the uploaded video" in str(truncated.value)
     assert "the uploaded video has 40 frames" in str(too_long.value)
     # A path given by the caller is still named.

@@ -102,11 +102,13 @@ def test_an_empty_folder_is_refused_with_the_folder_named(tmp_path) -> None:
 def test_class_folders_without_videos_say_what_is_expected(tmp_path) -> None:
     (tmp_path / "walk").mkdir()
     touch(tmp_path / "run" / "readme.txt")
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match="folder per class") as info:
         load_video_dataset(tmp_path)
     message = str(info.value)
     assert str(tmp_path) in message
-    assert "folder per class" in message and ".mp4" in message and "CSV" in message
+    assert "folder per class" in message
+    assert ".mp4" in message
+    assert "CSV" in message
 
 
 def test_an_empty_folder_message_says_what_layout_is_expected(tmp_path) -> None:
@@ -140,13 +142,14 @@ def test_csv_paths_are_relative_to_the_csv_folder(tmp_path) -> None:
 def test_csv_with_bom_and_classes_argument(tmp_path) -> None:
     (tmp_path / "v.csv").write_text("\ufeffpath,label\na.mp4,wave\n", encoding="utf-8")
     data = load_video_dataset(tmp_path / "v.csv", classes=["clap", "wave"])
-    assert data.classes == ["clap", "wave"] and data.records[0].label == 1
+    assert data.classes == ["clap", "wave"]
+    assert data.records[0].label == 1
     with pytest.raises(ValueError, match="wave"):
         load_video_dataset(tmp_path / "v.csv", classes=["clap", "jump"])
 
 
 @pytest.mark.parametrize(
-    "text, message",
+    ("text", "message"),
     [("file,class\na.mp4,x\n", "'path' and 'label'"), ("path,label\n", "lists no videos")],
 )
 def test_bad_csvs_are_refused(tmp_path, text, message) -> None:
@@ -219,9 +222,11 @@ def test_a_malformed_class_index_is_refused_with_its_line(tmp_path) -> None:
 def test_clip_files_give_uint8_clips_and_the_centre_clip_first(tmp_path) -> None:
     path = write_video(tmp_path / "slide.mp4", frames=10)
     item = ClipFiles([path], num_frames=4, size=24, samples=3, seed=7)[0]
-    assert item["error"] == "" and item["index"] == 0
+    assert item["error"] == ""
+    assert item["index"] == 0
     clips = item["image"]
-    assert clips.dtype == torch.uint8 and clips.shape == (3, 4, 3, 24, 24)
+    assert clips.dtype == torch.uint8
+    assert clips.shape == (3, 4, 3, 24, 24)
     centre = decode_clip(path, 4, 24, "uniform").frames  # (T, S, S, 3)
     assert torch.equal(clips[0], torch.from_numpy(centre).permute(0, 3, 1, 2))
     assert clips.float().std() > 5  # real pixels, not the zero placeholder
@@ -239,10 +244,12 @@ def test_a_corrupt_video_gives_an_error_string_not_an_exception(tmp_path) -> Non
     items = [files[i] for i in range(len(files))]
     assert items[0]["error"] == ""
     assert "text file" in items[1]["error"]
-    assert "could not decode" in items[2]["error"] and "corrupt" in items[2]["error"]
+    assert "could not decode" in items[2]["error"]
+    assert "corrupt" in items[2]["error"]
     assert "no such file" in items[3]["error"]
     for item in items[1:]:
-        assert item["image"].shape == (2, 3, 3, 16, 16) and item["image"].dtype == torch.uint8
+        assert item["image"].shape == (2, 3, 3, 16, 16)
+        assert item["image"].dtype == torch.uint8
         assert not item["image"].any()
 
 
@@ -255,6 +262,7 @@ def test_clip_files_apply_the_limits_they_are_given(tmp_path) -> None:
     assert files[0]["error"] == ""
     error = files[1]["error"]
     assert "above the 2-second limit" in error or "above the 20-frame limit" in error
-    assert files[1]["image"].shape == (1, 4, 3, 16, 16) and not files[1]["image"].any()
+    assert files[1]["image"].shape == (1, 4, 3, 16, 16)
+    assert not files[1]["image"].any()
     # Without limits of its own, a ClipFiles keeps the defaults.
     assert ClipFiles([long], num_frames=4, size=16)[0]["error"] == ""

@@ -114,7 +114,8 @@ def test_build_from_nothing_has_only_specials() -> None:
 def test_encode_decode_round_trip() -> None:
     vocab = Vocabulary.build(CAPTIONS)
     ids = vocab.encode("A dog catches the ball.")
-    assert ids[0] == vocab.start_id and ids[-1] == vocab.end_id
+    assert ids[0] == vocab.start_id
+    assert ids[-1] == vocab.end_id
     assert ids[1:-1] == [vocab.stoi[w] for w in ["a", "dog", "catches", "the", "ball"]]
     assert vocab.decode(ids) == "a dog catches the ball"
 
@@ -193,5 +194,5 @@ def test_constructor_refuses_duplicates() -> None:
 def test_load_refuses_a_corrupted_file(tmp_path) -> None:
     path = tmp_path / "vocab.json"
     path.write_text(json.dumps({"tokens": ["dog", "cat"]}))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must start with"):
         Vocabulary.load(path)

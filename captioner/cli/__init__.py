@@ -4,6 +4,7 @@ serve and export. Each subcommand parses its options and calls the library."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -140,10 +141,8 @@ def console() -> int:
     if status == INTERRUPTED:
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing can reach it
                 stream.flush()
-            except (OSError, ValueError):  # a closed pipe: nothing more can reach it
-                pass
         os._exit(status)
     return status
 

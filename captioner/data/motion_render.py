@@ -70,7 +70,7 @@ def _polygon_masks(kind: str, side: int) -> tuple[np.ndarray, np.ndarray]:
     full = Image.new("L", (big, big), 0)
     ImageDraw.Draw(full).polygon(points, fill=255)
     inner = full.copy()
-    ImageDraw.Draw(inner).line(points + [points[0]], fill=0, width=edge, joint="curve")
+    ImageDraw.Draw(inner).line([*points, points[0]], fill=0, width=edge, joint="curve")
     masks = [
         np.asarray(m.resize((side, side), Image.BOX), dtype=np.float32) / 255 for m in (full, inner)
     ]

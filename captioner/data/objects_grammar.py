@@ -138,7 +138,7 @@ def sample_object_scene(
         left = [c for c in names if c not in exclude]
         return _pick(rng, left) if left else first
 
-    if layout == "single" or len(names) == 1 and layout in ("pair", "group"):
+    if layout == "single" or (len(names) == 1 and layout in ("pair", "group")):
         layout = "single" if layout == "single" else "count"
     if layout == "single":
         objs = [_object(rng, categories, first)]

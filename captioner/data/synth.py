@@ -262,7 +262,7 @@ def shape_masks(kind: str, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
         else:
             draw.polygon(polygon, fill=255)
             if border:
-                draw.line(polygon + [polygon[0]], fill=0, width=border, joint="curve")
+                draw.line([*polygon, polygon[0]], fill=0, width=border, joint="curve")
     to_array = [
         np.asarray(m.resize((w, h), Image.BOX), dtype=np.float32) / 255.0 for m in (full, inner)
     ]

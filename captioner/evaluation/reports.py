@@ -113,7 +113,7 @@ def spread(total: int, count: int) -> list[int]:
     """``count`` indices spread evenly over ``range(total)`` (all of them if fewer)."""
     if count >= total:
         return list(range(total))
-    return sorted({int(round(x)) for x in np.linspace(0, total - 1, count)})
+    return sorted({round(x) for x in np.linspace(0, total - 1, count)})
 
 
 def write_caption_report(

@@ -112,7 +112,7 @@ def window_indices(
     wanted = []
     for start, end in spans:
         first = min(int(start * fps), info.frame_count - 1)
-        count = max(1, min(int(round((end - start) * fps)), info.frame_count - first))
+        count = max(1, min(round((end - start) * fps), info.frame_count - first))
         wanted.append([first + i for i in uniform_indices(count, num_frames)])
     return spans, wanted
 

@@ -307,13 +307,13 @@ class CaptionPipeline:
         check_errors(errors)
         single = is_single_image(images)
         sources = [images] if single else list(images)  # type: ignore[arg-type]
-        options = dict(
-            beam_size=beam_size,
-            n_best=n_best,
-            max_len=max_len,
-            length_penalty=length_penalty,
-            return_attention=return_attention,
-        )
+        options = {
+            "beam_size": beam_size,
+            "n_best": n_best,
+            "max_len": max_len,
+            "length_penalty": length_penalty,
+            "return_attention": return_attention,
+        }
         self.search_config(**options).validate(len(self.vocab))
         results: list[CaptionResult | ErrorResult] = []
         for start in range(0, len(sources), batch_size):

@@ -7,7 +7,7 @@ import math
 
 def grid_shape(cells: int) -> tuple[int, int]:
     """(rows, cols) of a grid of ``cells`` cells: square when it can be, else one row."""
-    side = int(round(cells**0.5))
+    side = round(cells**0.5)
     return (side, cells // side) if side and side * (cells // side) == cells else (1, cells)
 
 

@@ -39,7 +39,7 @@ def parse_pairs(text: str) -> list[tuple[str, str]]:
         from captioner.data.motion import ORDER_PAIRS
 
         pairs = [tuple(p) for p in ORDER_PAIRS]
-        return pairs + [("static", "static")] if text == "motion+static" else pairs
+        return [*pairs, ("static", "static")] if text == "motion+static" else pairs
     pairs = []
     for item in text.split(","):
         parts = item.strip().split("/")
@@ -192,7 +192,7 @@ def train_activity(
     encoder = build_encoder(encoder_name)
     if opts.image_size:  # small clips gain nothing from upscaling; the size travels in the bundle
         encoder.preprocess = dataclasses.replace(encoder.preprocess, size=opts.image_size)
-    common = dict(cache_root=cache_root, workers=workers, progress=train_cfg.progress)
+    common = {"cache_root": cache_root, "workers": workers, "progress": train_cfg.progress}
     with distributed.main_first():  # rank 0 fills the caches; the others then read them
         enc = prepare_encoder(encoder, dev)
 

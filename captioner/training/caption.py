@@ -96,8 +96,8 @@ class CaptionTask:
         # The serving pipeline decodes: validation scores what users will get.
         pipeline = CaptionPipeline(self.decoder, self.vocab, search, self.device)
         hyps = [r.caption for r in pipeline.caption_features(self.val_features, batch_size=64)]
-        refs = {i: r for i, r in enumerate(self.val_refs)}
-        return metrics.score(refs, {i: h for i, h in enumerate(hyps)})
+        refs = dict(enumerate(self.val_refs))
+        return metrics.score(refs, dict(enumerate(hyps)))
 
 
 class EncoderDecoder(torch.nn.Module):
@@ -228,7 +228,7 @@ def train_caption(
     )
     log.info("vocabulary: %d tokens (min count %d)", len(vocab), model_opts.min_count)
     encoder = build_encoder(encoder_name)
-    common = dict(cache_root=cache_root, workers=workers, progress=train_cfg.progress)
+    common = {"cache_root": cache_root, "workers": workers, "progress": train_cfg.progress}
     tuned = model_opts.fine_tune_blocks
     if tuned and world.distributed:
         raise ValueError(
@@ -269,17 +269,17 @@ def train_caption(
     )
     torch.manual_seed(train_cfg.seed)
     model = CaptionDecoder(config)
-    shared = dict(
-        vocab=vocab,
-        train_pairs=pairs,
-        val_refs=[r.captions for r in val.records],
-        device=dev,
-        batch_size=model_opts.batch_size,
-        beam_size=model_opts.beam_size,
-        max_len=model_opts.max_len,
-        scheduled_sampling=model_opts.scheduled_sampling,
-        seed=train_cfg.seed,
-    )
+    shared = {
+        "vocab": vocab,
+        "train_pairs": pairs,
+        "val_refs": [r.captions for r in val.records],
+        "device": dev,
+        "batch_size": model_opts.batch_size,
+        "beam_size": model_opts.beam_size,
+        "max_len": model_opts.max_len,
+        "scheduled_sampling": model_opts.scheduled_sampling,
+        "seed": train_cfg.seed,
+    }
     if tuned:
         encoder.freeze(tuned)
         task: CaptionTask = FineTuneCaptionTask(

@@ -17,6 +17,7 @@ raised and the caller reads in order instead.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
@@ -234,10 +235,8 @@ class Reader:
 
     def seek(self, index: int) -> None:
         """Ask OpenCV for frame ``index`` next, unverified."""
-        try:
+        with contextlib.suppress(cv2.error):
             self.cap.set(cv2.CAP_PROP_POS_FRAMES, float(index))
-        except cv2.error:
-            pass
         self.position = index - 1
 
     def seek_exactly(self, index: int) -> None:

@@ -113,7 +113,7 @@ def _header(cap: cv2.VideoCapture, fmt: str, name: str) -> VideoInfo:
         raise _not_decodable(name)
     if fps <= 0 or width < 1 or height < 1:
         raise _not_decodable(name)
-    frames = int(round(count))
+    frames = round(count)
     return VideoInfo(
         frame_count=frames,
         fps=float(fps),
