@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from captioner.cli.options import add_run_options, positive
+from captioner.cli.options import add_run_options, bundle_help, positive
 
 
 def add_evaluate(sub) -> None:
@@ -18,7 +18,7 @@ def add_evaluate(sub) -> None:
         description="Caption every image of an annotation file and print coco-caption "
         "metrics as JSON (BLEU on 0-1, CIDEr-D as coco-caption prints it).",
     )
-    c.add_argument("--bundle", help="caption bundle (default: weights/caption-default)")
+    c.add_argument("--bundle", help=bundle_help("caption"))
     c.add_argument("--data", required=True, help="annotations (COCO, Karpathy, CSV, JSONL)")
     c.add_argument("--images", required=True, help="folder the annotation file names are under")
     c.add_argument(
@@ -54,7 +54,7 @@ def add_evaluate(sub) -> None:
         "activity",
         help="top-1/top-5, per-class accuracy and confusion matrix of an activity bundle",
     )
-    a.add_argument("--bundle", help="activity bundle (default: weights/activity-default)")
+    a.add_argument("--bundle", help=bundle_help("activity"))
     a.add_argument("--data", required=True, help="labelled videos (folder per class, or CSV)")
     a.add_argument(
         "--list",
@@ -84,9 +84,9 @@ def add_evaluate(sub) -> None:
 def _cmd_evaluate_caption(args: argparse.Namespace) -> int:
     from captioner.bundle import record_metrics
     from captioner.evaluation import run_caption_evaluation, write_caption_report
-    from captioner.inference import default_bundle_dir
+    from captioner.inference import bundle_path
 
-    bundle = args.bundle or default_bundle_dir("caption")
+    bundle = bundle_path(args.bundle, "caption")
     evaluation = run_caption_evaluation(
         bundle,
         args.data,
@@ -112,10 +112,10 @@ def _cmd_evaluate_caption(args: argparse.Namespace) -> int:
 def _cmd_evaluate_activity(args: argparse.Namespace) -> int:
     from captioner.bundle import record_metrics
     from captioner.evaluation import plot_confusion, run_activity_evaluation, write_activity_report
-    from captioner.inference import default_bundle_dir
+    from captioner.inference import bundle_path
     from captioner.training.activity import parse_pairs
 
-    bundle = args.bundle or default_bundle_dir("activity")
+    bundle = bundle_path(args.bundle, "activity")
     evaluation = run_activity_evaluation(
         bundle,
         args.data,

@@ -8,6 +8,7 @@ from captioner.cli.options import (
     DEVICE_HELP,
     RESUME_HELP,
     SHARD_HELP,
+    bundle_help,
     check_output,
     non_negative,
     positive,
@@ -25,7 +26,7 @@ def add_caption(sub) -> None:
         "image, and alternatives with --n-best), or {path, error} for a file that cannot be read.",
     )
     p.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or globs")
-    p.add_argument("--bundle", help="caption bundle folder (default: weights/caption-default)")
+    p.add_argument("--bundle", help=bundle_help("caption"))
     p.add_argument(
         "--beam-size",
         type=positive,
@@ -87,7 +88,7 @@ def add_activity(sub) -> None:
         "--timeline), or {path, error} for a file that cannot be read.",
     )
     p.add_argument("paths", nargs="+", help="video files, folders (recursive) or globs")
-    p.add_argument("--bundle", help="activity bundle folder (default: weights/activity-default)")
+    p.add_argument("--bundle", help=bundle_help("activity"))
     p.add_argument("--top-k", type=positive, default=5, help="labels listed per video")
     p.add_argument("--timeline", action="store_true", help="also label sliding windows")
     p.add_argument(

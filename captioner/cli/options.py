@@ -147,3 +147,8 @@ def report_bundle(out: Path) -> int:
     distributed.cleanup()
     print(json.dumps({"bundle": str(out), "val": read_spec(out).metrics["val"]}, indent=2))
     return 0
+
+
+def bundle_help(task: str) -> str:
+    """The ``--bundle`` help of every command that runs a ``task`` model."""
+    return f"{task} bundle folder or model name (default: {task}, the shipped model)"
