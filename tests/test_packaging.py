@@ -32,6 +32,7 @@ SHIPPED = {
     "captioner/_weights/activity-default/model.safetensors",
     "captioner/data/stamp_nouns.tsv",  # the object bank's reviewed tables
     "captioner/data/background_phrases.tsv",
+    "captioner/data/real_photos.json",  # the real-photo evaluation's hand labels
 }
 
 

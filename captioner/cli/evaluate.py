@@ -19,8 +19,11 @@ def add_evaluate(sub) -> None:
         "metrics as JSON (BLEU on 0-1, CIDEr-D as coco-caption prints it).",
     )
     c.add_argument("--bundle", help=bundle_help("caption"))
-    c.add_argument("--data", required=True, help="annotations (COCO, Karpathy, CSV, JSONL)")
-    c.add_argument("--images", required=True, help="folder the annotation file names are under")
+    c.add_argument("--data", help="annotations (COCO, Karpathy, CSV, JSONL)")
+    c.add_argument("--images", help="folder the annotation file names are under")
+    c.add_argument(
+        "--photos", metavar="DIR", help="instead: real photos from captioner data photos --out DIR"
+    )
     c.add_argument(
         "--split", help="Karpathy split to evaluate, e.g. test (default: every image in --data)"
     )
@@ -87,6 +90,8 @@ def _cmd_evaluate_caption(args: argparse.Namespace) -> int:
     from captioner.inference import bundle_path
 
     bundle = bundle_path(args.bundle, "caption")
+    if args.photos or not (args.data and args.images):
+        return _evaluate_photos(args, bundle)
     evaluation = run_caption_evaluation(
         bundle,
         args.data,
@@ -105,6 +110,22 @@ def _cmd_evaluate_caption(args: argparse.Namespace) -> int:
     if args.report:
         context = {"bundle": str(bundle), "data": str(args.data), "split": args.split}
         write_caption_report(args.report, evaluation, args.report_samples, context=context)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _evaluate_photos(args: argparse.Namespace, bundle) -> int:
+    from captioner.bundle import record_metrics
+    from captioner.evaluation.photos import run_photo_evaluation
+
+    if not args.photos or args.data or args.images:
+        raise ValueError("give --data and --images, or --photos DIR (from captioner data photos)")
+    result = run_photo_evaluation(
+        bundle, args.photos, args.beam_size, args.device, limit=args.limit
+    )
+    if args.record:
+        keep = {k: v for k, v in result.items() if k != "rows"}
+        record_metrics(bundle, args.record, {**keep, "data": str(args.photos)})
     print(json.dumps(result, indent=2))
     return 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from captioner.cli import data_objects
+from captioner.cli import data_objects, data_photos
 from captioner.cli.options import (
     add_run_options,
     non_negative,
@@ -49,6 +49,7 @@ def add_data(sub) -> None:
     m.add_argument("--size", type=positive, default=128, help="frame side, pixels")
     m.set_defaults(func=_cmd_motion)
     data_objects.add_objects(dsub)
+    data_photos.add_photos(dsub)
 
 
 def _cmd_scenes(args: argparse.Namespace) -> int:
