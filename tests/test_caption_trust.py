@@ -7,6 +7,7 @@ import io
 import json
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def test_results_carry_tags_confidence_and_the_domain_flag(shipped) -> None:
     assert res.confidence == pytest.approx(math.exp(res.log_prob / steps), abs=1e-4)
     assert 0 < res.confidence <= 1
     assert isinstance(res.out_of_domain, bool)
-    assert res.domain_distance > 0
+    assert isinstance(res.domain_distance, float)
     assert {"tags", "confidence", "out_of_domain", "domain_distance"} <= set(res.to_dict())
 
 
@@ -116,6 +117,65 @@ def test_domain_distance_separates_a_cluster_from_outliers() -> None:
     assert again.k == 3
 
 
+def _unit(*xyz: float) -> torch.Tensor:
+    return torch.nn.functional.normalize(torch.tensor([xyz], dtype=torch.float32), dim=1)
+
+
+def _two_sets(margin: float = 0.0, far: float = 0.8) -> DomainStats:
+    """In-domain pictures around x, known out-of-domain ones around y (3-d features)."""
+    inside = torch.cat([_unit(1, 0.05, 0), _unit(1, -0.05, 0), _unit(1, 0, 0.05)])
+    outside = torch.cat([_unit(0.05, 1, 0), _unit(-0.05, 1, 0), _unit(0, 1, 0.05)])
+    return DomainStats.fit(inside, k=2, outside=outside, margin=margin, far=far)
+
+
+def _between(t: float) -> torch.Tensor:
+    """A picture t of the way from the in-domain cluster to the out-of-domain one."""
+    return _unit(1 - t, t, 0)
+
+
+def test_two_reference_sets_decide_by_the_nearer_one() -> None:
+    stats = _two_sets()
+    score = stats.distance(torch.cat([_between(0.45), _between(0.55)]))
+    assert score[0] <= stats.threshold < score[1]  # flips where the other set gets nearer
+    # Far from the in-domain pictures but farther still from the known non-photos: in, where
+    # the one-set rule (the percentile of the tight cluster's own distances) says out.
+    unlike = _unit(1, 0, 0.9)
+    assert stats.distance(unlike) <= stats.threshold
+    one_set = DomainStats.fit(stats.features.float(), k=2)
+    assert one_set.distance(unlike) > one_set.threshold
+    # Unlike both sets: out, by the far rule.
+    assert stats.distance(_unit(0, 0, 1)) > stats.threshold
+    # A margin moves the flip towards the out-of-domain set.
+    lenient = _two_sets(margin=0.2)
+    assert lenient.distance(_between(0.55)) <= lenient.threshold
+    again = DomainStats.from_tensors(stats.to_tensors())
+    assert again.far == pytest.approx(0.8)
+    assert torch.equal(again.outside, stats.outside)
+    assert torch.allclose(again.distance(_between(0.55)), stats.distance(_between(0.55)))
+
+
+def test_extending_keeps_the_stored_features_and_recomputes_the_threshold() -> None:
+    g = torch.Generator().manual_seed(1)
+    old = torch.randn(30, 8, generator=g).abs() + 1
+    new = torch.randn(12, 8, generator=g).abs() + 2 * (torch.arange(8) % 2)  # another direction
+    stats = DomainStats.fit(old, k=3)
+    grown = stats.extend(new)
+    assert torch.equal(grown.features[:30], stats.features)  # not re-encoded, not changed
+    assert grown.features.size(0) == 42
+    whole = DomainStats.fit(torch.cat([old, new]), k=3)
+    assert grown.threshold == pytest.approx(whole.threshold)
+    assert grown.threshold != pytest.approx(stats.threshold)
+    assert torch.allclose(grown.mean, whole.mean, atol=1e-5)
+    assert torch.allclose(grown.std, whole.std, atol=1e-5)
+    # Adding out-of-domain references turns the percentile into the two-set rule.
+    both = grown.extend(outside=-old[:5], margin=0.05)
+    assert both.threshold == pytest.approx(0.05)
+    assert both.outside.size(0) == 5
+    assert both.far == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="8"):
+        stats.extend(torch.ones(3, 5))
+
+
 def test_calibrate_command_adds_a_hash_checked_domain_file(tiny_bundle, tmp_path) -> None:
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)
@@ -141,6 +201,77 @@ def test_calibrate_command_adds_a_hash_checked_domain_file(tiny_bundle, tmp_path
         f.write(b"\0\0\0\1")
     with pytest.raises(BundleError, match="sha256"):
         load_bundle(bundle)
+
+
+def test_calibrate_add_extends_the_stored_calibration(tiny_bundle, tmp_path, monkeypatch) -> None:
+    from safetensors.torch import load_file
+
+    def run(*argv: str) -> int:
+        monkeypatch.setattr(sys, "argv", ["captioner", *argv])  # what the manifest records
+        return main(list(argv))
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    first, more = tmp_path / "first", tmp_path / "more"
+    first.mkdir()
+    more.mkdir()
+    for seed in range(10):
+        save_image(first / f"{seed}.jpg", seed)
+    for seed in range(10, 14):
+        save_image(more / f"{seed}.jpg", seed)
+    common = ["--device", "cpu", "--workers", "0", "--neighbours", "3"]
+    assert run("-q", "calibrate", str(bundle), "--images", str(first), *common) == 0
+    before = load_file(bundle / DOMAIN_FILE)
+    sha_before = read_manifest(bundle)["files"][DOMAIN_FILE]["sha256"]
+    argv = ["-q", "calibrate", str(bundle), "--images", str(more), "--foreign", "2", "--add"]
+    assert run(*argv, "--margin", "0.01", *common) == 0
+    after = load_file(bundle / DOMAIN_FILE)
+    assert torch.equal(after["features"][:10], before["features"])
+    assert after["features"].shape[0] == 14
+    assert after["outside"].shape[0] == 8  # two of each generated kind
+    manifest = read_manifest(bundle)
+    entry = manifest["domain"]
+    assert (entry["images"], entry["outside"], entry["threshold"]) == (14, 8, 0.01)
+    assert entry["command"] == " ".join(["captioner -q calibrate", str(bundle), "--images",
+                                         str(first), *common])  # fmt: skip
+    assert entry["added"][0]["command"] == " ".join(["captioner", *argv, "--margin", "0.01",
+                                                     *common])  # fmt: skip
+    assert entry["added"][0]["images"] == 4
+    assert manifest["files"][DOMAIN_FILE]["sha256"] != sha_before
+    load_bundle(bundle)  # the new hash is the file's
+    res = captioner.load(bundle, device="cpu").caption(first / "0.jpg")
+    assert isinstance(res.out_of_domain, bool)
+
+
+def test_calibrate_add_needs_a_calibration_and_photos_reads_only_the_tune_split(
+    tiny_bundle, tmp_path
+) -> None:
+    from captioner.calibrate import calibrate
+
+    with pytest.raises(ValueError, match="run without --add"):
+        calibrate(tiny_bundle, [EXAMPLES], add=True, device="cpu", workers=0, progress=False)
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    photos = tmp_path / "photos"
+    (photos / "images").mkdir(parents=True)
+    rows = []
+    for i, (split, kind) in enumerate(
+        [
+            *[("tune", k) for k in ("photo", "photo", "text", "artwork")],
+            ("heldout", "photo"),
+            ("heldout", "text"),
+        ]
+    ):
+        if split == "tune":  # heldout pictures are missing: reading one would fail
+            save_image(photos / "images" / f"{i}.png", i)
+        rows.append({"id": str(i), "split": split, "kind": kind, "file_name": f"{i}.png"})
+    (photos / "photos.json").write_text(json.dumps({"photos": rows}))
+    stats = calibrate(
+        bundle, photos=photos, crops=2, device="cpu", workers=0, progress=False, neighbours=3
+    )
+    assert stats.features.size(0) == 2 * 3  # two photos, each with two crops
+    assert stats.outside.size(0) == 3  # the text page and its crops; not the artwork
+    assert read_manifest(bundle)["domain"]["photos"]["photos"] == 2
 
 
 def test_calibrate_refuses_too_few_images(tiny_bundle, tmp_path) -> None:
