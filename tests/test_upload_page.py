@@ -28,6 +28,7 @@ pytestmark = pytest.mark.slow
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 WAIT_S = 60  # a hang guard, not a speed requirement
 BEAM, N_BEST = 3, 3
+UNSURE_BELOW = 0.5  # the page's threshold for "unsure" (service/static/index.html)
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +221,7 @@ def test_image_caption_words_and_attention_heatmap(page, model):
     assert tags[0].startswith("cat")
     assert css(page, "#domain-warning").is_displayed() == bool(expected.out_of_domain)
     assert not expected.out_of_domain, "an everyday photo is in the default model's domain"
+    assert css(page, "#unsure").is_displayed() == (expected.confidence < UNSURE_BELOW)
 
     # The API sends attention maps only when asked (?attention=true): the page must ask.
     assert "no attention maps" not in css(page, "#word-hint").text
@@ -297,7 +299,30 @@ def test_a_foreign_picture_shows_the_domain_warning(page, model, tmp_path):
     assert expected.out_of_domain
     upload(page, text)
     assert wait_for_text(page, "#caption") == expected.caption
-    assert css(page, "#domain-warning").is_displayed()
+    note = css(page, "#domain-warning")
+    assert note.is_displayed()
+    assert "unlike the photographs the model knows" in note.text
+    assert "guess" not in note.text  # a note, not a verdict on the caption
+
+
+@pytest.mark.parametrize(
+    ("confidence", "out_of_domain", "unsure", "note"),
+    [(0.3, False, True, False), (0.9, True, False, True), (0.9, False, False, False)],
+)
+def test_unsure_follows_confidence_and_the_domain_note_is_separate(
+    page, confidence, out_of_domain, unsure, note
+):
+    """The page's own rendering of a hand-made result: "unsure" for a low confidence only."""
+    assert page.execute_script("return UNSURE_BELOW") == UNSURE_BELOW  # the README's figure
+    result = {"confidence": confidence, "out_of_domain": out_of_domain, "tags": []}
+    page.execute_script("showTrust(arguments[0]); $('#image-result').hidden = false;", result)
+    assert css(page, "#unsure").is_displayed() == unsure
+    assert css(page, "#domain-warning").is_displayed() == note
+    if unsure:
+        text = css(page, "#unsure").text
+        assert text.startswith("Unsure")
+        assert f"{round(confidence * 100)}%" in text
+        assert f"below {round(UNSURE_BELOW * 100)}%" in text
 
 
 @pytest.fixture(scope="module")
