@@ -232,10 +232,11 @@ def test_calibrate_add_extends_the_stored_calibration(tiny_bundle, tmp_path, mon
     manifest = read_manifest(bundle)
     entry = manifest["domain"]
     assert (entry["images"], entry["outside"], entry["threshold"]) == (14, 8, 0.01)
-    assert entry["command"] == " ".join(["captioner -q calibrate", str(bundle), "--images",
-                                         str(first), *common])  # fmt: skip
-    assert entry["added"][0]["command"] == " ".join(["captioner", *argv, "--margin", "0.01",
-                                                     *common])  # fmt: skip
+    first_command = ["captioner", "-q", "calibrate", str(bundle), "--images", str(first)]
+    assert entry["command"] == " ".join([*first_command, *common])
+    assert entry["added"][0]["command"] == " ".join(
+        ["captioner", *argv, "--margin", "0.01", *common]
+    )
     assert entry["added"][0]["images"] == 4
     assert manifest["files"][DOMAIN_FILE]["sha256"] != sha_before
     load_bundle(bundle)  # the new hash is the file's
