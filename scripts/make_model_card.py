@@ -68,8 +68,8 @@ PHOTOS = (
 #: photo -> (the caption judged, the judgement). Update both when the model changes.
 VERDICTS = {
     "`coffee`": (
-        "a photo of a coffee",
-        "yes, one coffee (every beam said two cups: one region, so rewritten singular)",
+        "a photo of a coffee cup",
+        "yes, one cup (every beam said two: the cup's map has one region, so rewritten singular)",
     ),
     "`chelsea` (the example JPEG)": (
         "a picture of a large cat",
@@ -82,8 +82,7 @@ VERDICTS = {
     ),
     "`astronaut`": (
         "a sled or a helmet",
-        "hedged, half right: the helmet; the person signal (clothing classes) misses the "
-        "spacesuit",
+        "hedged, half right: the helmet; the person signal (clothing classes) misses the spacesuit",
     ),
     "`motorcycle_left`": (
         "a photo of a motorbike",

@@ -227,8 +227,13 @@ def ground(
             continue  # never less than the tags: the sure thing must be named
         kept, (caption, score) = k, checked
         break
-    if kept is None:
-        caption, score = f"a photo of {_a(thing)}{with_scene}", p1
+    if kept is None:  # no caption of the beam passes: its subject, singular, else the head's
+        first = [n for n in _nouns(candidates[0]) if n not in PERSON_NOUNS] if candidates else []
+        noun = first[0] if first else thing
+        score = _noun_evidence(noun, ev, person)
+        if score < cfg.hedge or (p1 >= cfg.sure and thing not in noun):
+            noun, score = thing, p1
+        caption = f"a photo of {_a(noun)}{with_scene}"
     if score >= cfg.hedge:
         return Grounded(caption, round(_scale(score, cfg.hedge), 4), scene=scene_info, kept=kept)
     # unsure: hedge on the head's best thing rather than guess
@@ -272,8 +277,25 @@ def ground_results(
         g = ground(cands, ev, config)
         if g.caption != res.caption:
             res.caption, res.words = g.caption, g.caption.split()
-        if g.kept != 0:  # the first caption's slots, unless another caption (or none) was kept
-            kept = named.get((row, g.kept), []) if g.kept is not None else []
-            res.slots = [s for s in kept if s["name"] in g.caption] or None
+        if g.kept is None:  # written from the evidence: its object words are named by the head
+            res.slots = _named_words(g.caption, cands[0] if cands else None, ev) or None
+        elif g.kept != 0:  # another caption of the beam was kept: its slots
+            res.slots = [s for s in named.get((row, g.kept), []) if s["name"] in g.caption] or None
         res.confidence = g.confidence
         res.person, res.scene, res.hedged = g.person, g.scene, g.hedged
+
+
+def _named_words(caption: str, first: Candidate | None, ev: Evidence) -> list[dict[str, Any]]:
+    """``{"position", "name", "score"}`` of the head's words in a caption written from them."""
+    said = caption.replace(",", "").split()
+    names = [w for w, _ in ev.things(2)] + (_nouns(first) if first else [])
+    out, taken = [], set()
+    for name in sorted(set(names) - PERSON_NOUNS, key=lambda n: -len(n.split())):
+        parts = name.split()
+        for i in range(len(said) - len(parts) + 1):
+            span = set(range(i, i + len(parts)))
+            if said[i : i + len(parts)] == parts and not span & taken:
+                taken |= span
+                score = round(_noun_evidence(name, ev, 0.0), 4)
+                out.append({"position": i, "name": name, "score": score})
+    return sorted(out, key=lambda s: s["position"])
