@@ -68,12 +68,12 @@ PHOTOS = (
 #: photo -> (the caption judged, the judgement). Update both when the model changes.
 VERDICTS = {
     "`coffee`": (
-        "there is a large coffee cup to the left of a large coffee cup",
-        "the object, but one cup became two",
+        "a photo of a coffee cup",
+        "yes, one cup (every beam said two: the cup's map has one region, so rewritten singular)",
     ),
     "`chelsea` (the example JPEG)": (
-        "a picture of two large cats on a dark background",
-        'the cat, but not the count ("a picture of a large cat" is the second beam)',
+        "a picture of a large cat",
+        'yes (the first beam said "two large cats"; the cat map has one region)',
     ),
     "`rocket`": (
         "there is a drilling platform to the left of a large rocket",
@@ -81,12 +81,12 @@ VERDICTS = {
         "rocket",
     ),
     "`astronaut`": (
-        "a photo of a helmet next to a sled",
-        'the helmet; "sled" is wrong and the woman is not mentioned (no people)',
+        "a sled or a helmet",
+        "hedged, half right: the helmet; the person signal (clothing classes) misses the spacesuit",
     ),
     "`motorcycle_left`": (
-        "there are two motorbikes in the picture",
-        "the object, but one became two",
+        "a photo of a motorbike",
+        "yes (the first beam said two)",
     ),
     "`horse` (a silhouette)": ("a picture of a dog", "no: the ImageNet head sees a dog"),
 }

@@ -47,8 +47,10 @@ class CaptionItem(BaseModel):
     score: float | None = None
     confidence: float | None = Field(
         None,
-        description="0-1: the caption's geometric-mean word probability, "
-        "exp(log_prob / (words + 1)); low values mark a guess",
+        description="0-1: the evidence of the caption's subject (the ImageNet head's score "
+        "of the named thing, the person or the scene signal): 0.5 where it is said plainly, "
+        "below 0.5 hedged; for pictures like the synthetic training scenes, the decoder's "
+        "geometric-mean word probability",
     )
     tags: list[Tag] | None = Field(
         None,
@@ -70,6 +72,17 @@ class CaptionItem(BaseModel):
         None,
         description="object words of the caption named from the image (the ImageNet head on "
         "the region the decoder attended to); absent for a model without object slots",
+    )
+    person: dict[str, Any] | None = Field(
+        None,
+        description='{"score", "wearing"}: the person signal (summed clothing and role '
+        "classes) when it fired; the caption then starts with 'a person'",
+    )
+    scene: dict[str, Any] | None = Field(
+        None, description='{"name", "score"}: a place class that fired strongly (lake, mountain)'
+    )
+    hedged: bool | None = Field(
+        None, description="true when the subject was said with 'probably', 'or' or 'perhaps'"
     )
     words: list[str] | None = None
     alternatives: list[Alternative] | None = None

@@ -9,7 +9,6 @@ features, so every surface decodes alike.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -37,6 +36,7 @@ from captioner.inference.common import (
     prepare_encoder,
     resolve_device,
 )
+from captioner.inference.grounding import GroundingConfig, decoder_confidence, ground_results
 from captioner.inference.results import CaptionResult, ErrorResult, Errors, check_errors
 from captioner.inference.slots import fill_slots, slot_tokens
 from captioner.media import DEFAULT_LIMITS, ImageLimits, decode_image
@@ -69,11 +69,15 @@ class CaptionPipeline:
     optional: without them results carry no tags / no out-of-domain flag. Both read the pooled
     features, which are the mean of the grid exactly as the encoder computes them, so neither
     needs a second pass through the encoder. ``top_tags`` is how many tags a result gets.
+
+    ``grounding`` (with a head): the thresholds of the decode-time grounding rules
+    (:mod:`captioner.inference.grounding`); None keeps the decoder's first caption as it is.
     """
 
     head: ImageNetHead | None = None
     domain: DomainStats | None = None
     top_tags: int = 5
+    grounding: GroundingConfig | None = GroundingConfig()
 
     def __init__(
         self,
@@ -171,6 +175,10 @@ class CaptionPipeline:
         options as :meth:`search_config`."""
         cfg = self.search_config(**options)
         slots = bool(self._slot_ids) and self.head is not None
+        grounded = self.grounding is not None and hasattr(self.head, "weight")  # linear head
+        n_best = cfg.n_best
+        if grounded:  # the rules choose among the whole beam; the caller still gets n_best
+            cfg = self.search_config(**{**options, "n_best": max(n_best, cfg.beam_size)})
         step = batch_size or max(1, features.size(0))
         grid = grid_shape(features.size(1))
         results: list[CaptionResult] = []
@@ -179,9 +187,14 @@ class CaptionPipeline:
             nbest = self.search(chunk, cfg)
             chunk_results = [self._result(hyps, grid) for hyps in nbest]
             pooled, probs = self._whole_image(chunk)  # once per chunk, for slots and tags
+            named: dict[tuple[int, int], list[dict]] = {}
             if slots:
-                self._fill_slots(chunk, nbest, chunk_results, probs, cfg.return_attention)
+                named = self._fill_slots(chunk, nbest, chunk_results, probs, cfg.return_attention)
             self._describe(chunk_results, pooled, probs)
+            if grounded:
+                ground_results(chunk, nbest, chunk_results, self.head, probs, named, self.grounding)
+            for res in chunk_results:
+                res.alternatives = res.alternatives[:n_best]
             results.extend(chunk_results)
         return results
 
@@ -202,10 +215,12 @@ class CaptionPipeline:
         results: list[CaptionResult],
         image_probs: torch.Tensor,
         keep_attention: bool,
-    ) -> None:
-        """Name each object slot of every hypothesis from its attended region (see slots.py)."""
+    ) -> dict[tuple[int, int], list[dict]]:
+        """Name each object slot of every hypothesis from its attended region (see slots.py);
+        returns the named slots of each (row, k) hypothesis that has any."""
         assert self.head is not None
         attention = self._slot_attention(features, nbest)
+        all_named: dict[tuple[int, int], list[dict]] = {}
         for row, (hyps, res) in enumerate(zip(nbest, results, strict=True)):
             for k, hyp in enumerate(hyps):
                 if (row, k) not in attention:
@@ -215,11 +230,13 @@ class CaptionPipeline:
                     words, attention[row, k], features[row], self.head, image_probs[row]
                 )
                 res.alternatives[k]["caption"] = " ".join(filled)
+                all_named[row, k] = named
                 if k == 0:
                     res.words, res.caption = filled, " ".join(filled)
                     res.slots = named or None
             if not keep_attention:
                 res.attention, res.grid = None, None
+        return all_named
 
     @torch.inference_mode()
     def _slot_attention(
@@ -341,8 +358,7 @@ class CaptionPipeline:
         attention = None
         if best.attention is not None:
             attention = [[round(float(v), 5) for v in row] for row in best.attention]
-        steps = len(best.tokens) + (1 if best.finished else 0)
-        confidence = math.exp(best.log_prob / max(1, steps))
+        confidence = decoder_confidence(best)
         return CaptionResult(
             caption=" ".join(words),
             log_prob=best.log_prob,
@@ -352,7 +368,7 @@ class CaptionPipeline:
             alternatives=alternatives,
             attention=attention,
             grid=grid if attention is not None else None,
-            confidence=round(min(1.0, confidence), 4),
+            confidence=round(confidence, 4),
         )
 
 

@@ -83,6 +83,9 @@ class CaptionResult:
     out_of_domain: bool | None = None
     domain_distance: float | None = None
     slots: list[dict[str, Any]] | None = None  # object slots filled from the image, if any
+    person: dict[str, Any] | None = None  # {"score", "wearing"} when the person signal fired
+    scene: dict[str, Any] | None = None  # {"name", "score"} when a place class fired strongly
+    hedged: bool | None = None  # the subject was said with "probably" / "or" (None: ungrounded)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,6 +110,8 @@ class CaptionResult:
         )
         if self.slots:
             record["slots"] = self.slots
+        if self.hedged is not None:
+            record.update(person=self.person, scene=self.scene, hedged=self.hedged)
         if details or (len(self.alternatives) > 1 if alternatives is None else alternatives):
             record["alternatives"] = [
                 {**a, "log_prob": _round(a["log_prob"]), "score": _round(a["score"])}
