@@ -65,8 +65,11 @@ class CaptionItem(BaseModel):
     )
     domain_distance: float | None = Field(
         None,
-        description="cosine distance of the image's features to the nearest calibration "
-        "images (0 = identical); compare with your own threshold",
+        description="the number behind out_of_domain, which is true above the bundle's "
+        "threshold: for a bundle calibrated with two reference sets (the default) the cosine "
+        "distance to the nearest in-domain references minus that to the nearest out-of-domain "
+        "ones (negative: like the photos); for one set, the distance to the nearest "
+        "calibration images (0 = identical)",
     )
     slots: list[Slot] | None = Field(
         None,

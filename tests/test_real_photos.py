@@ -262,3 +262,11 @@ def test_evaluate_caption_photos_runs_the_pipeline(tmp_path, tiny_bundle, capsys
     caplog.clear()
     assert main(["evaluate", "caption", "--bundle", str(tiny_bundle), "--data", "x.json"]) == 2
     assert "--photos" in caplog.text
+
+
+def test_grounded_scene_phrases_are_scored() -> None:
+    # "a lakeside" is how a grounded caption describes a landscape: it must count as a scene.
+    assert false_scene_phrases("a lakeside", ["lake", "lakeside"]) == (["lakeside"], [])
+    said, false = false_scene_phrases("a boat in the mountains", ["forest"])
+    assert said
+    assert false == said

@@ -125,7 +125,8 @@ def _phrase_head(phrase: str) -> str:
 def scene_phrases() -> tuple[str, ...]:
     """The scene and background words a caption model of this project can write: the object
     bank's background phrases (``captioner/data/background_phrases.tsv``), the synthetic
-    scenes' backgrounds, and the concept table's places (lake, valley, mountain...)."""
+    scenes' backgrounds, the grounded scene phrases (``scene_support.tsv``) and the concept
+    table's places (lake, valley, mountain...)."""
     from captioner import concepts
     from captioner.data.scene_grammar import _BACKGROUND_PHRASES
 
@@ -137,6 +138,11 @@ def scene_phrases() -> tuple[str, ...]:
             found.update(_phrase_head(c) for c in cols[2:4] if c.strip())
     for pair in _BACKGROUND_PHRASES.values():
         found.update(_phrase_head(p) for p in pair)
+    # the grounded scenes' own words ("a lakeside", "in the mountains"), so they are scored too
+    text = (files("captioner") / "data" / "scene_support.tsv").read_text(encoding="utf-8")
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            found.update(_phrase_head(c) for c in line.split("\t")[:3] if c.strip())
     table = concepts.table()
     for index in range(concepts.NUM_CLASSES):
         if not bool(table.thing[index]):
