@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from captioner.files import atomic_write
 from captioner.records import read_done_paths
 
 log = logging.getLogger(__name__)
@@ -255,8 +256,8 @@ def _paths_in(part: Path) -> set[str]:
 def _write_joined(parts: list[Path], out: Path, header: bool) -> None:
     """Concatenate ``parts`` byte for byte (one CSV header) into a temp file, then rename."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         with tmp.open("wb") as dst:
             first: bytes | None = None
             for part in parts:
@@ -270,6 +271,5 @@ def _write_joined(parts: list[Path], out: Path, header: bool) -> None:
                     shutil.copyfileobj(src, dst)
             dst.flush()
             os.fsync(dst.fileno())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(out, write)
