@@ -44,6 +44,7 @@ from captioner.bundle.domain import (
     write_domain,
 )
 from captioner.data.images import ImageFiles, expand_paths, image_loader
+from captioner.data.real_photos import KINDS
 from captioner.inference import Captioner
 from captioner.media import IMAGE_SUFFIXES
 from captioner.progress import progress_bar
@@ -68,19 +69,7 @@ __all__ = [
 #: pictures join the out-of-domain references. Not artwork, textures or drawings: painted
 #: landscapes as references pulled dark and painterly photographs out of the domain (on the
 #: tune split, ``DarkestHour`` sat on the margin).
-OUTSIDE_KINDS = frozenset(
-    {
-        "text",
-        "screenshot",
-        "microscopy",
-        "medical",
-        "night_sky",
-        "astronomy",
-        "coins",
-        "graphic",
-        "other",
-    }
-)
+OUTSIDE_KINDS = frozenset(KINDS) - {"photo", "artwork", "drawing", "texture"}
 _RULE_KEYS = ("file", "distance", "threshold", "percentile", "far", "outside")
 
 
