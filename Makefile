@@ -53,6 +53,7 @@ bench: $(DEV)
 	$(BIN)/python bench/image_bombs.py
 	$(BIN)/python bench/timeline_accuracy.py
 	$(BIN)/python bench/tags_overhead.py
+	$(BIN)/python bench/grounding_overhead.py
 
 clean:
 	rm -rf $(VENV) captions.jsonl activities.jsonl .pytest_cache

@@ -35,6 +35,27 @@ def best_of(fn: Callable[[], object], repeats: int = 3) -> float:
     return min(times)
 
 
+def interleaved_best(
+    batches: list, run: Callable[[object, bool], tuple[float, float]], repeats: int
+) -> dict[bool, tuple[float, float]]:
+    """Time ``run(batch, side)`` for both sides of every batch, back to back in alternating
+    order, keeping each batch's best (wall, CPU) seconds per side; -> side -> summed best.
+
+    Load from other processes then hits both sides alike; CPU time is reported too because on a
+    shared machine it is far less disturbed than wall time."""
+    for batch in batches:  # warm-up (allocations, cuDNN choices), not timed
+        run(batch, True)
+    inf = (float("inf"), float("inf"))
+    best = {True: [inf] * len(batches), False: [inf] * len(batches)}
+    for r in range(repeats):
+        for b, batch in enumerate(batches):
+            for side in (True, False) if (r + b) % 2 == 0 else (False, True):
+                wall, cpu = run(batch, side)
+                old = best[side][b]
+                best[side][b] = (min(old[0], wall), min(old[1], cpu))
+    return {k: (sum(t[0] for t in v), sum(t[1] for t in v)) for k, v in best.items()}
+
+
 def machine() -> dict:
     return {
         "cpu": platform.processor() or platform.machine(),

@@ -15,7 +15,7 @@ import argparse
 import time
 
 import torch
-from _common import ROOT, report, scene_images
+from _common import ROOT, interleaved_best, report, scene_images
 
 import captioner
 
@@ -47,22 +47,9 @@ def main() -> None:
             torch.cuda.synchronize()
         return time.perf_counter() - t0, time.process_time() - c0
 
-    for batch in batches:  # warm-up (allocations, cuDNN choices), not timed
-        timed(batch, True)
-    # Each batch is timed both ways back to back, in alternating order, and keeps its best
-    # time of each: load from other processes then hits both sides alike.
-    # CPU time is reported too: on a shared machine it is far less disturbed than wall time.
-    inf = (float("inf"), float("inf"))
-    best = {True: [inf] * len(batches), False: [inf] * len(batches)}
-    for r in range(args.repeats):
-        for b, batch in enumerate(batches):
-            for tags in (True, False) if (r + b) % 2 == 0 else (False, True):
-                wall, cpu = timed(batch, tags)
-                old = best[tags][b]
-                best[tags][b] = (min(old[0], wall), min(old[1], cpu))
+    totals = interleaved_best(batches, timed, args.repeats)
     cap.head, cap.domain = head, domain
-    on, off = (sum(t[0] for t in best[k]) for k in (True, False))
-    cpu_on, cpu_off = (sum(t[1] for t in best[k]) for k in (True, False))
+    (on, cpu_on), (off, cpu_off) = totals[True], totals[False]
     report(
         "tags_overhead",
         {
