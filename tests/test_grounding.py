@@ -146,3 +146,30 @@ def test_synthetic_scenes_keep_the_decoders_caption():
     out = ground([cand], ev)
     assert out.caption == "two red circles on grass"
     assert out.confidence == 0.88
+
+
+def test_grounding_off_gives_the_decoders_first_caption_and_on_fixes_its_count():
+    # The switch, on the shipped model and a real photograph: without grounding the caption is
+    # the search's first hypothesis word for word ("two large cats" for one cat); with it, the
+    # cat's activation map has one region, so the count goes.
+    import math
+    from pathlib import Path
+
+    import captioner
+
+    cap = captioner.load("caption", device="cpu")
+    photo = Path(__file__).resolve().parent.parent / "examples" / "photo-chelsea.jpg"
+    images = cap.load_image(photo)[None]
+    (first, *_), *_ = cap.search(cap.encode(images), cap.search_config())
+    grounding = cap.grounding
+    try:
+        cap.grounding = None
+        (plain,) = cap.caption_tensors(images)
+    finally:
+        cap.grounding = grounding
+    (grounded,) = cap.caption_tensors(images)
+    assert plain.caption == cap.vocab.decode(first.tokens)
+    assert math.isclose(plain.log_prob, first.log_prob, rel_tol=1e-5)
+    assert "two" in plain.words
+    assert "cat" in grounded.caption
+    assert "two" not in grounded.caption.split()
