@@ -56,6 +56,47 @@ def interleaved_best(
     return {k: (sum(t[0] for t in v), sum(t[1] for t in v)) for k, v in best.items()}
 
 
+def caption_overhead(
+    cap,
+    images: torch.Tensor,
+    batch_size: int,
+    repeats: int,
+    switch: Callable[[bool], None],
+    on: str,
+    off: str,
+) -> dict:
+    """Caption ``images`` in batches with a feature switched on and off (``switch(side)``),
+    interleaved as :func:`interleaved_best` does -> the figures both overhead benches print:
+    ms per image of each side (``ms_per_image_{on}`` / ``_{off}``), wall and CPU ratios."""
+    batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
+
+    def timed(batch: torch.Tensor, side: bool) -> tuple[float, float]:
+        switch(side)
+        t0, c0 = time.perf_counter(), time.process_time()
+        cap.caption_tensors(batch)
+        if cap.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0, time.process_time() - c0
+
+    try:
+        totals = interleaved_best(batches, timed, repeats)
+    finally:
+        switch(True)
+    (wall_on, cpu_on), (wall_off, cpu_off) = totals[True], totals[False]
+    n = len(images)
+    return {
+        "images": n,
+        "batch_size": batch_size,
+        "device": cap.device.type,
+        f"ms_per_image_{on}": round(1000 * wall_on / n, 2),
+        f"ms_per_image_{off}": round(1000 * wall_off / n, 2),
+        "ratio": round(wall_on / wall_off, 3),
+        f"cpu_ms_per_image_{on}": round(1000 * cpu_on / n, 2),
+        f"cpu_ms_per_image_{off}": round(1000 * cpu_off / n, 2),
+        "cpu_ratio": round(cpu_on / cpu_off, 3),
+    }
+
+
 def machine() -> dict:
     return {
         "cpu": platform.processor() or platform.machine(),

@@ -12,10 +12,9 @@ alternating order, and keeps its best of ``--repeats`` per side. Target (issue 1
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
-from _common import ROOT, interleaved_best, report, scene_images
+from _common import ROOT, caption_overhead, report, scene_images
 
 import captioner
 
@@ -50,34 +49,14 @@ def main() -> None:
         raise SystemExit("the default bundle should ground its captions (an ImageNet head)")
     sources = photos() + sorted(scene_images(args.scenes).glob("*.jpg"))[: args.scenes]
     images = torch.stack([cap.load_image(s) for s in sources])
-    batches = [images[i : i + args.batch_size] for i in range(0, len(images), args.batch_size)]
 
-    def timed(batch: object, grounded: bool) -> tuple[float, float]:
-        """-> (wall, CPU) seconds of captioning one batch."""
+    def switch(grounded: bool) -> None:
         cap.grounding = grounding if grounded else None
-        t0, c0 = time.perf_counter(), time.process_time()
-        cap.caption_tensors(batch)
-        if cap.device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0, time.process_time() - c0
 
-    totals = interleaved_best(batches, timed, args.repeats)
-    cap.grounding = grounding
-    (on, cpu_on), (off, cpu_off) = totals[True], totals[False]
-    report(
-        "grounding_overhead",
-        {
-            "images": len(images),
-            "batch_size": args.batch_size,
-            "device": cap.device.type,
-            "ms_per_image_grounded": round(1000 * on / len(images), 2),
-            "ms_per_image_plain": round(1000 * off / len(images), 2),
-            "ratio": round(on / off, 3),
-            "cpu_ms_per_image_grounded": round(1000 * cpu_on / len(images), 2),
-            "cpu_ms_per_image_plain": round(1000 * cpu_off / len(images), 2),
-            "cpu_ratio": round(cpu_on / cpu_off, 3),
-        },
+    figures = caption_overhead(
+        cap, images, args.batch_size, args.repeats, switch, on="grounded", off="plain"
     )
+    report("grounding_overhead", figures)
 
 
 if __name__ == "__main__":

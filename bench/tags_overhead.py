@@ -12,10 +12,9 @@ on the machine hits both alike. Target: ratio <= 1.10.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
-from _common import ROOT, interleaved_best, report, scene_images
+from _common import ROOT, caption_overhead, report, scene_images
 
 import captioner
 
@@ -36,34 +35,13 @@ def main() -> None:
     files.append(ROOT / "examples" / "photo-chelsea.jpg")
     images = torch.stack([cap.load_image(f) for f in files])
 
-    batches = [images[i : i + args.batch_size] for i in range(0, len(images), args.batch_size)]
-
-    def timed(batch: torch.Tensor, tags: bool) -> tuple[float, float]:
-        """-> (wall, CPU) seconds of captioning one batch."""
+    def switch(tags: bool) -> None:
         cap.head, cap.domain = (head, domain) if tags else (None, None)
-        t0, c0 = time.perf_counter(), time.process_time()
-        cap.caption_tensors(batch)
-        if cap.device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0, time.process_time() - c0
 
-    totals = interleaved_best(batches, timed, args.repeats)
-    cap.head, cap.domain = head, domain
-    (on, cpu_on), (off, cpu_off) = totals[True], totals[False]
-    report(
-        "tags_overhead",
-        {
-            "images": len(images),
-            "batch_size": args.batch_size,
-            "device": cap.device.type,
-            "ms_per_image_with_tags": round(1000 * on / len(images), 2),
-            "ms_per_image_without": round(1000 * off / len(images), 2),
-            "ratio": round(on / off, 3),
-            "cpu_ms_per_image_with_tags": round(1000 * cpu_on / len(images), 2),
-            "cpu_ms_per_image_without": round(1000 * cpu_off / len(images), 2),
-            "cpu_ratio": round(cpu_on / cpu_off, 3),
-        },
+    figures = caption_overhead(
+        cap, images, args.batch_size, args.repeats, switch, on="with_tags", off="without"
     )
+    report("tags_overhead", figures)
 
 
 if __name__ == "__main__":
