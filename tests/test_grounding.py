@@ -91,6 +91,32 @@ def test_a_landscape_is_described_by_its_scene():
     assert weak.scene is None
 
 
+def test_a_weak_place_is_said_only_with_a_hedge():
+    cand = Candidate("a boat on a wooden pier", [{"name": "boat", "score": 0.5}], 0.9)
+    alone = ground(
+        [cand], Evidence(probs(lakeside=0.14, canoe=0.06), cam((3, 3), klass=cls("canoe")))
+    )
+    assert alone.caption == f"probably {scene_table()['lake'].alone}"
+    assert alone.hedged
+    assert alone.scene == {"name": "lake", "score": 0.14}
+    assert alone.confidence < 0.5
+    beside = ground(
+        [cand], Evidence(probs(wing=0.2, lakeside=0.15), cam((3, 3), klass=cls("wing")))
+    )
+    assert beside.caption == f"probably a plane, perhaps {scene_table()['lake'].with_thing}"
+    assert beside.hedged
+    # too little for a place: no scene word at all, the thing hedged alone
+    none = ground([cand], Evidence(probs(wing=0.2, lakeside=0.05), cam((3, 3), klass=cls("wing"))))
+    assert none.caption == "probably a plane"
+    assert none.scene is None
+    # a thing the head is sure of is not hedged for a weak place beside it
+    sure = ground(
+        [cand], Evidence(probs(canoe=0.6, lakeside=0.15), cam((3, 3), klass=cls("canoe")))
+    )
+    assert "perhaps" not in sure.caption
+    assert "boat" in sure.caption
+
+
 def test_person_signal_says_a_person_first_with_the_clothing():
     cand = Candidate("three small astronauts on a dark background", [], 0.9)
     out = ground([cand], Evidence(probs(military_uniform=0.3, pickelhaube=0.2)))

@@ -208,6 +208,9 @@ def ground(
         {"name": scene_key, "score": round(scene_score, 4)} if scene_score >= cfg.scene else None
     )
     with_scene = f" {scene.with_thing}" if scene_info and scene else ""
+    # a place the head gives some support, below a landscape's: said only with a hedge
+    maybe_scene = scene if scene and cfg.background_class <= scene_score < cfg.scene else None
+    maybe_info = {"name": scene_key, "score": round(scene_score, 4)} if maybe_scene else None
     if person >= cfg.person:  # people first, from the person signal, never from the decoder
         return Grounded(
             f"a person {wearing}{with_scene}",
@@ -218,6 +221,13 @@ def ground(
     if scene_info and scene and scene_score >= p1:  # a landscape: said by its scene
         caption = scene.alone if p1 < cfg.sure else f"{_a(thing)} {scene.with_thing}"
         return Grounded(caption, round(_scale(scene_score, cfg.scene), 4), scene=scene_info)
+    if maybe_scene and scene_score >= p1:  # no thing beats the weak place: hedge on the place
+        return Grounded(
+            f"probably {maybe_scene.alone}",
+            round(_scale(scene_score, cfg.scene), 4),
+            scene=maybe_info,
+            hedged=True,
+        )
     kept = None
     for k, cand in enumerate(candidates):
         checked = _check(cand, ev, cfg, person)
@@ -237,8 +247,10 @@ def ground(
     if score >= cfg.hedge:
         return Grounded(caption, round(_scale(score, cfg.hedge), 4), scene=scene_info, kept=kept)
     # unsure: hedge on the head's best thing rather than guess
+    if not with_scene and maybe_scene:
+        with_scene, scene_info = f", perhaps {maybe_scene.with_thing}", maybe_info
     if p1 < cfg.weak:
-        caption = f"a photo, perhaps of {_a(thing)}"
+        caption = f"a photo, perhaps of {_a(thing)}"  # a place would have beaten so weak a thing
     elif p2 >= cfg.alternative * p1:
         caption = f"{_a(thing)} or {_a(second)}{with_scene}"
     else:
