@@ -97,11 +97,11 @@ def run_job(
     paths, unmatched = expand_paths(job.inputs, job.suffixes)
     if run.shard is not None:
         paths, unmatched = run.shard.select(paths, unmatched)
-    missing = [p for p in unmatched if p not in writer.done]
+    missing = [p for p in unmatched if not writer.is_done(p)]
     for p in missing:  # said on stderr too, not only as a row in the output file
         log.warning("%s: %s", p, NO_MATCH)
     writer.write(error_record(p, NO_MATCH) for p in missing)
-    todo = [p for p in paths if str(p) not in writer.done]
+    todo = [p for p in paths if not writer.is_done(p)]
     if writer.done:
         log.info("resuming: %d of %d inputs already done", len(paths) - len(todo), len(paths))
     ok, failed = 0, len(unmatched)

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -46,7 +46,12 @@ def check_output_path(out: str | os.PathLike | None) -> None:
 
 
 class RecordWriter:
-    """Appends records to a JSONL or CSV file (or JSON lines on stdout), flushed per batch."""
+    """Appends records to a JSONL or CSV file (or JSON lines on stdout), flushed per batch.
+
+    ``rows`` counts the complete rows in the file (with ``resume``, those found there too): each
+    batch goes to the file in unbuffered writes, so after a failed write the count is what a
+    resume will find, even when part of that batch reached the disk.
+    """
 
     def __init__(
         self,
@@ -58,83 +63,153 @@ class RecordWriter:
         self.path = Path(out) if out else None
         self.format = "csv" if self.path and self.path.suffix.lower() == ".csv" else "jsonl"
         check_output_path(out)
-        self.done: set[str] = set()
-        self.written = 0
+        self.done: set[str] = set()  # the paths already in the file, as they were written
+        self._done_keys: set[str] = set()
+        self.rows = 0
         self._sync = False
+        self._csv_buffer = io.StringIO()
+        self._csv = csv.DictWriter(self._csv_buffer, self.fields)
         if self.path is None:
-            self.stream: IO[str] = sys.stdout
-            self._csv = None
+            self.stream: IO = sys.stdout
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        header = True
+        header = self.format == "csv"
         if resume and self.path.exists():
             header = self._check_resumable()
-            self.done = read_done_paths(self.path)
-            mode = "a"
+            recorded = _read_paths(self.path)
+            self.done, self.rows = set(recorded), len(recorded)
+            self._done_keys = {path_key(p) for p in self.done}
+            mode = "ab"
         else:
-            mode = "w"
-        self.stream = self.path.open(mode, newline="" if self.format == "csv" else None)
-        self._csv = csv.DictWriter(self.stream, self.fields) if self.format == "csv" else None
+            mode = "wb"
+        self.stream = self.path.open(mode, buffering=0)
         self._sync = self.path.is_file()  # fsync a real file; a pipe or device refuses it
-        if self._csv is not None and header:
-            self._guard(self._csv.writeheader)
+        if header:
+            self._put([self._header()], rows=False)
+
+    def is_done(self, path: str | os.PathLike) -> bool:
+        """Whether ``path`` is already in the file, however either of them is spelt
+        (relative or absolute, through a symbolic link): see :func:`path_key`."""
+        return path_key(path) in self._done_keys
+
+    def _header(self) -> bytes:
+        self._csv.writeheader()
+        return self._take_csv()
+
+    def _take_csv(self) -> bytes:
+        text = self._csv_buffer.getvalue()
+        self._csv_buffer.seek(0)
+        self._csv_buffer.truncate()
+        return text.encode("utf-8")
 
     def _check_resumable(self) -> bool:
-        """For a CSV being resumed: whether it still needs its header (an empty file does);
-        a file whose header is not this command's columns is refused, not appended to."""
+        """For a CSV being resumed: whether it still needs its header. An empty file does, and
+        so does one cut off inside its header (it holds no row yet: it is emptied, and the
+        header written again). A file whose header is not this command's columns is refused,
+        not appended to."""
         if self.format != "csv":
             return False
         assert self.path is not None
-        with self.path.open(newline="", encoding="utf-8") as f:
+        with self.path.open("rb") as f:
             first = f.readline()
-        if not first.strip():
-            return True
-        found = tuple(next(csv.reader([first])))
-        if found != self.fields:
-            raise ValueError(
-                f"cannot resume {self.path}: its columns {list(found)} are not this command's "
-                f"{list(self.fields)}; write to another --out, or run without --resume"
-            )
-        return False
+        if first.endswith(b"\n"):  # a whole first line
+            if not first.strip():
+                return True
+            if _columns(first) != self.fields:
+                raise self._foreign(first)
+            return False
+        # No line feed in the whole file: it is empty, or it was cut off inside its header.
+        if not self._header().startswith(first):
+            raise self._foreign(first)
+        if first:
+            with self.path.open("r+b") as f:
+                f.truncate(0)
+            log.warning("%s ended in a partly written header; it was written again", self.path)
+        return True
 
-    def _guard(self, write: Callable[[], object]) -> None:
+    def _foreign(self, first: bytes) -> ValueError:
+        return ValueError(
+            f"cannot resume {self.path}: its columns {list(_columns(first))} are not this "
+            f"command's {list(self.fields)}; write to another --out, or run without --resume"
+        )
+
+    def _put(self, chunks: list[bytes], rows: bool = True) -> None:
+        """Write ``chunks`` (one row each, or the header) and flush them to the disk."""
+        sent = 0
         try:
-            write()
-            self.stream.flush()
-            if self._sync:
-                os.fsync(self.stream.fileno())
+            if self.path is None:
+                self.stream.write(b"".join(chunks).decode("utf-8"))
+                self.stream.flush()
+                sent = sum(map(len, chunks))
+            else:
+                data = memoryview(b"".join(chunks))
+                while sent < len(data):  # a write may take only part of it
+                    sent += self.stream.write(data[sent:])
+                if self._sync:
+                    os.fsync(self.stream.fileno())
         except OSError as exc:
-            kept = f"the {self.written} rows already written are kept" if self.written else ""
-            what = exc.strerror or str(exc)
-            raise OutputError(
-                exc.errno,
-                f"could not write {self.path or 'stdout'}: {what}"
-                + (f"; {kept}" if kept else "")
-                + (
-                    "; free some space and run again with --resume"
-                    if exc.errno == errno.ENOSPC
-                    else "; fix the output location and run again with --resume"
-                ),
-            ) from None
+            if rows:
+                self.rows += _whole(chunks, sent)
+            raise self._error(exc) from None
+        if rows:
+            self.rows += len(chunks)
+
+    def _error(self, exc: OSError) -> OutputError:
+        """The one-line message for a failed write: what failed, how many rows the file holds
+        (what a resume will find), and what to do."""
+        n = self.rows
+        kept = f"; the {n} rows already written are kept" if n > 1 else ""
+        kept = "; the 1 row already written is kept" if n == 1 else kept
+        fix = (
+            "free some space and run again with --resume"
+            if exc.errno == errno.ENOSPC
+            else "fix the output location and run again with --resume"
+        )
+        what = f"could not write {self.path or 'stdout'}: {exc.strerror or exc}"
+        return OutputError(exc.errno, f"{what}{kept}; {fix}")
 
     def write(self, records: Iterable[dict]) -> None:
-        rows = list(records)
-
-        def put() -> None:
-            for rec in rows:
-                if self._csv is not None:
-                    self._csv.writerow({k: _cell(rec.get(k, "")) for k in self.fields})
-                else:
-                    self.stream.write(json.dumps(rec, ensure_ascii=False) + "\n")
-
-        self._guard(put)
-        self.written += len(rows)
+        """Append one row per record and flush them to the disk (:class:`OutputError` if the
+        file cannot take them: the rows already there stay, and :attr:`rows` counts them)."""
+        chunks = []
+        for rec in records:
+            if self.format == "csv":
+                self._csv.writerow({k: _cell(rec.get(k, "")) for k in self.fields})
+                chunks.append(self._take_csv())
+            else:
+                chunks.append((json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8"))
+        if chunks:
+            self._put(chunks)
 
     def close(self) -> None:
+        """Close the output file (never stdout)."""
         if self.path is not None:
             # an error here was already reported by write(); the file holds what reached it
             with contextlib.suppress(OSError):
                 self.stream.close()
+
+
+def _columns(line: bytes) -> tuple[str, ...]:
+    """The cells of one CSV header line."""
+    return tuple(next(csv.reader([line.decode("utf-8", "replace")]), []))
+
+
+def _whole(chunks: list[bytes], sent: int) -> int:
+    """How many of ``chunks`` lie entirely within their first ``sent`` bytes."""
+    n = 0
+    for chunk in chunks:
+        sent -= len(chunk)
+        if sent < 0:
+            break
+        n += 1
+    return n
+
+
+def path_key(path: str | os.PathLike) -> str:
+    """What says two spellings of a path name the same input: the absolute path with every
+    symbolic link resolved (the rule :func:`captioner.intake.expand_paths` drops duplicates
+    by). A relative path recorded in an output file is taken from the current folder."""
+    return os.path.realpath(path)
 
 
 def _cell(value: object) -> object:
@@ -144,6 +219,12 @@ def _cell(value: object) -> object:
 
 def read_done_paths(path: Path) -> set[str]:
     """Paths already recorded in an output file; a torn last line (killed mid-write) is cut off."""
+    return set(_read_paths(path))
+
+
+def _read_paths(path: Path) -> list[str]:
+    """The path of each complete row of an output file, in order, after cutting off a torn
+    last line."""
     raw = path.read_bytes()
     if raw and not raw.endswith(b"\n"):
         cut = raw.rfind(b"\n") + 1
@@ -153,9 +234,5 @@ def read_done_paths(path: Path) -> set[str]:
         log.warning("%s ended in a partly written row; it was removed and will be redone", path)
     text = raw.decode("utf-8")
     if path.suffix.lower() == ".csv":
-        return {row["path"] for row in csv.DictReader(io.StringIO(text)) if row.get("path")}
-    done = set()
-    for line in text.splitlines():
-        if line.strip():
-            done.add(json.loads(line)["path"])
-    return done
+        return [row["path"] for row in csv.DictReader(io.StringIO(text)) if row.get("path")]
+    return [json.loads(line)["path"] for line in text.splitlines() if line.strip()]

@@ -204,6 +204,38 @@ def test_resume_of_a_finished_run_adds_nothing(fast_load, tiny_bundle, tmp_path)
     assert out.read_text() == before
 
 
+@pytest.mark.parametrize("spelling", ["absolute", "dot-slash", "symlink"])
+def test_resume_knows_a_folder_however_it_is_spelt(
+    fast_load, tiny_bundle, tmp_path, monkeypatch, caplog, spelling
+) -> None:
+    folder = tmp_path / "pics"
+    make_images(folder, ["1.jpg", "2.jpg"])
+    (tmp_path / "link").symlink_to(folder, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out.jsonl"
+    assert run(tiny_bundle, "pics", "--out", str(out)) == 0
+    assert [r["path"] for r in read_jsonl(out)] == ["pics/1.jpg", "pics/2.jpg"]
+    make_images(folder, ["3.jpg"], first_seed=30)
+    again = {"absolute": str(folder), "dot-slash": "./pics/", "symlink": "link"}[spelling]
+    with caplog.at_level(logging.INFO):
+        assert run(tiny_bundle, again, "--out", str(out), "--resume") == 0
+    assert "resuming: 2 of 3 inputs already done" in caplog.text
+    paths = [r["path"] for r in read_jsonl(out)]
+    # the new row is written as this run spells it; the old ones stay as they were
+    new = {"absolute": str(folder / "3.jpg"), "dot-slash": "pics/3.jpg", "symlink": "link/3.jpg"}
+    assert paths == ["pics/1.jpg", "pics/2.jpg", new[spelling]]
+
+
+def test_resume_keeps_a_missing_input_once_however_it_is_spelt(
+    fast_load, tiny_bundle, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out.jsonl"
+    assert run(tiny_bundle, "gone.jpg", "--out", str(out)) == 1
+    assert run(tiny_bundle, str(tmp_path / "gone.jpg"), "--out", str(out), "--resume") == 0
+    assert [r["path"] for r in read_jsonl(out)] == ["gone.jpg"]
+
+
 # --------------------------------------------------------------------------- bad options
 
 

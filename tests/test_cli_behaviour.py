@@ -8,6 +8,7 @@ import csv
 import json
 import logging
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 import captioner
 import captioner.batch
 import captioner.inference
+import captioner.records
 from captioner import progress
 from captioner.cli import main
 from tests.conftest import save_image
@@ -141,6 +143,42 @@ def test_resuming_an_empty_csv_writes_its_header(tiny_bundle, tmp_path) -> None:
     assert sorted(r["path"] for r in rows) == sorted(str(p) for p in imgs)
 
 
+HEADER = ",".join(captioner.records.CSV_FIELDS)
+
+
+@pytest.mark.parametrize(
+    "torn",
+    [HEADER, HEADER + "\r", HEADER[:9]],
+    ids=["no-newline", "no-line-feed", "partial"],
+)
+@pytest.mark.usefixtures("fast_load")
+def test_resuming_a_csv_torn_inside_its_header_rewrites_it(tiny_bundle, tmp_path, caplog, torn):
+    imgs = [save_image(tmp_path / "in" / f"{i}.jpg", seed=i) for i in range(2)]
+    out = tmp_path / "out.csv"
+    out.write_text(torn, newline="")  # killed (or the disk filled) while writing the header
+    assert run(tiny_bundle, str(tmp_path / "in"), "--out", str(out), "--resume") == 0
+    assert "partly written header" in caplog.text
+    with out.open(newline="") as f:
+        assert f.readline() == HEADER + "\r\n"
+    before = out.read_text()
+    assert run(tiny_bundle, str(tmp_path / "in"), "--out", str(out), "--resume") == 0
+    assert out.read_text() == before  # nothing twice
+    with out.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["path"] for r in rows) == sorted(str(p) for p in imgs)
+    assert all(r["caption"] for r in rows)
+
+
+@pytest.mark.usefixtures("fast_load")
+def test_a_torn_first_line_that_is_not_this_header_is_refused(tiny_bundle, tmp_path, caplog):
+    img = save_image(tmp_path / "a.jpg", seed=1)
+    out = tmp_path / "out.csv"
+    out.write_text("path,label,sc")  # another command's header, torn: not ours to repair
+    assert run(tiny_bundle, str(img), "--out", str(out), "--resume") == 2
+    assert "cannot resume" in one_error_line(caplog)
+    assert out.read_text() == "path,label,sc"
+
+
 @pytest.mark.usefixtures("fast_load")
 def test_resuming_a_csv_with_other_columns_is_refused(tiny_bundle, tmp_path, caplog):
     img = save_image(tmp_path / "a.jpg", seed=1)
@@ -162,6 +200,58 @@ def test_a_full_disk_is_one_clear_message_and_exit_1(tiny_bundle, tmp_path, capl
     message = one_error_line(caplog)
     assert "No space left on device" in message
     assert "--resume" in message
+
+
+# The CLI in a process whose files may not grow past a size: writes past it fail (EFBIG) as
+# they would on a disk that fills up at that byte, part-way through a batch's rows.
+SIZE_LIMITED = """
+import resource, signal, sys
+limit = int(sys.argv.pop(1))
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+from captioner.cli import console
+sys.argv = ["captioner", *sys.argv[1:]]
+sys.exit(console())
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs RLIMIT_FSIZE (POSIX)")
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+@pytest.mark.usefixtures("fast_load")
+def test_a_failed_write_counts_the_rows_that_are_on_disk(
+    tiny_bundle, tmp_path, caplog, suffix
+) -> None:
+    folder = tmp_path / "pics"
+    for i in range(12):
+        save_image(folder / f"{i:02d}.jpg", seed=i)
+    whole = tmp_path / f"whole{suffix}"
+    assert run(tiny_bundle, str(folder), "--out", str(whole)) == 0
+    ends = [i + 1 for i, byte in enumerate(whole.read_bytes()) if byte == ord("\n")]
+    # The limit falls inside the 8th row, 7 whole rows before it: the first 3 rows of the
+    # 2nd batch of 4 reached the disk though that batch's write failed.
+    first = 1 if suffix == ".csv" else 0  # the header line
+    limit = ends[first + 7] - 5
+    out = tmp_path / f"out{suffix}"
+    args = ["caption", str(folder), "--bundle", str(tiny_bundle), "--device", "cpu"]
+    args += ["--workers", "0", "--batch-size", "4", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(
+        [sys.executable, "-c", SIZE_LIMITED, str(limit), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    said = re.search(r"the (\d+) rows already written are kept", done.stderr)
+    assert said, done.stderr[-2000:]
+    assert "--resume" in done.stderr
+    with caplog.at_level(logging.INFO):
+        assert run(tiny_bundle, str(folder), "--out", str(out), "--resume") == 0
+    assert f"resuming: {said[1]} of 12 inputs already done" in caplog.text
+    assert said[1] == "7"
+    assert out.read_bytes() == whole.read_bytes()
 
 
 def test_help_shows_defaults(capsys) -> None:
