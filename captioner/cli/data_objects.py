@@ -5,14 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from captioner.cli.options import non_negative, positive
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
+from captioner.cli.options import fraction, non_negative, positive
 
 
 def add_objects(dsub) -> None:
@@ -55,7 +48,7 @@ def add_objects(dsub) -> None:
     )
     o.add_argument(
         "--mix-scenes",
-        type=_fraction,
+        type=fraction,
         default=0.3,
         help="fraction of train/val/test images drawn from the synthetic scenes generator",
     )

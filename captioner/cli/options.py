@@ -38,6 +38,14 @@ def positive(value: str) -> int:
     return n
 
 
+def fraction(value: str) -> float:
+    """A share, 0 to 1 (an argparse type)."""
+    x = float(value)
+    if not 0.0 <= x <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return x
+
+
 def non_negative(value: str) -> int:
     n = int(value)
     if n < 0:

@@ -38,8 +38,7 @@ from captioner.data.objects_bank import (
 from captioner.data.objects_fetch import (
     BACKGROUND_PACKAGES,
     STAMPS_PACKAGE,
-    PackageFetchError,
-    fetch_package,
+    background_folders,
     stamps_root,
 )
 from captioner.data.objects_grammar import object_captions, sample_object_scene
@@ -124,22 +123,6 @@ class ObjectBank:
         return stamp_image(self.stamps[key].path).size
 
 
-def _background_folders(backgrounds: str | os.PathLike | None, cache: Any) -> list[str]:
-    if backgrounds is not None:
-        if str(backgrounds) == "none":
-            return []
-        if not pathlib.Path(backgrounds).is_dir():
-            raise FileNotFoundError(f"--backgrounds {backgrounds}: no such folder")
-        return [str(backgrounds)]
-    folders = []
-    for package in BACKGROUND_PACKAGES:
-        try:
-            folders.append(str(fetch_package(package, cache)))
-        except PackageFetchError as exc:  # optional: the textures and gradients remain
-            logger.warning("%s; going on without its backgrounds", exc)
-    return folders
-
-
 def load_bank(
     stamps: str | os.PathLike | None = None,
     backgrounds: str | os.PathLike | None = None,
@@ -148,7 +131,7 @@ def load_bank(
     """The stamps (``stamps`` folder, else fetched) and the backgrounds (``backgrounds``
     folder, ``"none"`` for only textures and gradients, else fetched when apt is there)."""
     kept, _ = select_stamps(stamps_root(stamps, cache))
-    found = package_backgrounds(_background_folders(backgrounds, cache))
+    found = package_backgrounds(background_folders(backgrounds, cache))
     return ObjectBank(kept, found)
 
 

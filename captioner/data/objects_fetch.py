@@ -15,12 +15,14 @@ import pathlib
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 
 __all__ = [
     "BACKGROUND_PACKAGES",
     "STAMPS_PACKAGE",
     "STAMPS_SUBDIR",
     "PackageFetchError",
+    "background_folders",
     "fetch_package",
     "package_cache",
     "stamps_root",
@@ -119,3 +121,26 @@ def stamps_root(
         "--stamps DIR"
     )
     return fetch_package(STAMPS_PACKAGE, cache, hint=hint) / STAMPS_SUBDIR
+
+
+def background_folders(
+    backgrounds: str | os.PathLike | None,
+    cache: str | os.PathLike | None = None,
+    packages: Sequence[str] = BACKGROUND_PACKAGES,
+) -> list[str]:
+    """Where the background packages lie: ``[backgrounds]`` when given (``"none"``: no
+    folder), else each of ``packages`` fetched; one that cannot be fetched is warned about and
+    left out, since the generators can go on with scikit-image's pictures."""
+    if backgrounds is not None:
+        if str(backgrounds) == "none":
+            return []
+        if not pathlib.Path(backgrounds).is_dir():
+            raise FileNotFoundError(f"--backgrounds {backgrounds}: no such folder")
+        return [str(backgrounds)]
+    folders = []
+    for package in packages:
+        try:
+            folders.append(str(fetch_package(package, cache)))
+        except PackageFetchError as exc:
+            logger.warning("%s; going on without its backgrounds", exc)
+    return folders
