@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from captioner.cli import data_objects, data_photos
+from captioner.cli import data_camera, data_objects, data_photos
 from captioner.cli.options import (
     add_run_options,
     non_negative,
@@ -50,6 +50,7 @@ def add_data(sub) -> None:
     m.set_defaults(func=_cmd_motion)
     data_objects.add_objects(dsub)
     data_photos.add_photos(dsub)
+    data_camera.add_camera(dsub)
 
 
 def _cmd_scenes(args: argparse.Namespace) -> int:
