@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import _omp  # noqa: F401  (first: the OpenMP wait policy, before torch loads)
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent

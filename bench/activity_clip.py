@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 
+import _omp  # noqa: F401  (first: the OpenMP wait policy, before torch loads)
 import cv2
 import numpy as np
 import torch

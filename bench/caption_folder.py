@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import _omp  # noqa: F401  (first: the OpenMP wait policy, before torch loads)
 import torch
 from _common import ROOT, WORK, report, scene_images
 

@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _omp  # noqa: F401  (first: the OpenMP wait policy, before torch loads)
 import torch
 from _common import report, scene_images
 

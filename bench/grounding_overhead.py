@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 
+import _omp  # noqa: F401  (first: the OpenMP wait policy, before torch loads)
 import torch
 from _common import ROOT, caption_overhead, report, scene_images
 

@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import _omp  # noqa: F401  (first: the OpenMP wait policy, before torch loads)
 import httpx
 import numpy as np
 from _common import ROOT, WORK, report

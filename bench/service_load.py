@@ -25,6 +25,7 @@ import os
 import time
 from pathlib import Path
 
+import _omp  # noqa: F401  (first: the OpenMP wait policy, before torch loads)
 import torch
 from _common import ROOT, WORK, best_of, machine, report
 from _loadgen import Server, closed_loop, metrics_delta, poisson, summarize

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import _omp  # noqa: F401  (first: the OpenMP wait policy, before torch loads)
 from _common import WORK, report
 
 import captioner

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 
+from captioner._threads import prefer_passive_wait
 from captioner.cli import calibrate, evaluate, jobs, serve, train
 from captioner.cli.options import check_device
 
@@ -136,7 +137,13 @@ INTERRUPTED = 130
 def console() -> int:
     """The ``captioner`` console script and ``python -m captioner``: :func:`main`, and after
     Ctrl-C an immediate exit, without the second or so that unloading torch takes (every row
-    is already written and the output file closed)."""
+    is already written and the output file closed).
+
+    Before anything loads torch it sets ``OMP_WAIT_POLICY=PASSIVE`` unless the user set it
+    (see :mod:`captioner._threads`); :func:`main`, called by a program that embeds the
+    command, leaves the environment to that program.
+    """
+    prefer_passive_wait()
     status = main()
     if status == INTERRUPTED:
         logging.shutdown()
