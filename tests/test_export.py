@@ -179,7 +179,7 @@ def test_onnx_without_its_packages_says_what_to_install(
 
 
 def test_the_onnx_exporters_chatter_shows_only_under_verbose(caplog) -> None:
-    from captioner.export.writer import _quiet_exporter
+    from captioner.encoders.onnx import quiet_exporter as _quiet_exporter
 
     chatter = logging.getLogger("onnx_ir.passes.common.unused_removal")
     with caplog.at_level(logging.INFO):

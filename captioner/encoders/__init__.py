@@ -8,7 +8,9 @@ per backbone family: :mod:`~captioner.encoders.efficientnet_lite` (the embedded 
 :mod:`~captioner.encoders.torchvision_resnet`, :mod:`~captioner.encoders.timm_models`
 (``timm:<model>``) and :mod:`~captioner.encoders.toy`. Importing this package registers every
 family; every public name is re-exported here, so ``from captioner.encoders import ...`` is
-the way to use them.
+the way to use them. The optional ONNX Runtime form of an encoder (the CPU fast path, the
+``[export]`` extra) is used as :mod:`captioner.encoders.onnx`, which imports onnxruntime only
+when it runs.
 """
 
 from captioner.encoders import efficientnet_lite, timm_models, torchvision_resnet, toy

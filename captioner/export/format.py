@@ -9,15 +9,29 @@ from collections.abc import Iterator
 
 import torch
 
+from captioner.encoders.onnx import DEFAULT_OPSET, ONNX_EXTRA
+
 FORMATS = ("torchscript", "onnx")
 SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
 EXPORT_VERSION = 1
 HEAD_FILE = "head.safetensors"
 META_FILE = "export.json"
-DEFAULT_OPSET = 18
-ONNX_PACKAGES = "pip install 'captioner[export]'  (or: pip install onnx onnxscript onnxruntime)"
+ONNX_PACKAGES = ONNX_EXTRA
 
 Tensors = tuple[torch.Tensor, ...]
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "EXPORT_VERSION",
+    "FORMATS",
+    "HEAD_FILE",
+    "META_FILE",
+    "ONNX_PACKAGES",
+    "SUFFIX",
+    "ExportError",
+    "Tensors",
+    "known_warnings",
+]
 
 
 class ExportError(ValueError):

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from captioner.decoding import SearchConfig
 from captioner.encoders import ImageNetHead, Preprocess
+from captioner.encoders.onnx import ort_session
 from captioner.export.format import (
     EXPORT_VERSION,
     FORMATS,
@@ -24,6 +25,7 @@ from captioner.export.format import (
 )
 from captioner.files import sha256_file
 from captioner.inference import CaptionPipeline
+from captioner.inference.common import encode_chunk
 from captioner.media import DEFAULT_LIMITS, ImageLimits
 from captioner.models.caption import CaptionDecoderConfig, DecoderState
 from captioner.vocab import Vocabulary
@@ -72,14 +74,10 @@ def _torchscript_runner(path: Path) -> Callable[..., Tensors]:
 
 def _onnx_runner(path: Path, names: list[str], threads: int | None) -> Callable[..., Tensors]:
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError as exc:
         raise ExportError(f"running an ONNX export needs onnxruntime: {ONNX_PACKAGES}") from exc
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort_session(path, threads)
 
     def run(*inputs: torch.Tensor) -> Tensors:
         feed = {
@@ -149,5 +147,10 @@ class ExportedCaptioner(CaptionPipeline):
             self.head = ImageNetHead(tensors["weight"], tensors["bias"])
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) uint8 -> (B, N, C) features through the exported encoder."""
-        return self._encoder(images)[0]
+        """(B, 3, S, S) uint8 -> (B, N, C) features through the exported encoder, in the
+        pipeline's chunks (:func:`~captioner.inference.common.encode_chunk`)."""
+        size = encode_chunk(self.device) or max(1, len(images))
+        parts = [
+            self._encoder(images[s : s + size])[0] for s in range(0, max(1, len(images)), size)
+        ]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)

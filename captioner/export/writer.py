@@ -3,8 +3,6 @@ tensors and ``export.json``."""
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import json
 import logging
 import os
@@ -15,6 +13,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from captioner.encoders.onnx import EncoderGraph, export_onnx
 from captioner.export.format import (
     DEFAULT_OPSET,
     EXPORT_VERSION,
@@ -33,22 +32,6 @@ from captioner.models.caption import CaptionDecoder, DecoderState
 from captioner.vocab import END, PAD, START, UNK
 
 log = logging.getLogger(__name__)
-
-
-class _EncoderGraph(nn.Module):
-    """uint8 (B, 3, S, S) -> (B, N, C): the bundle's normalisation, then the CNN trunk."""
-
-    def __init__(self, captioner: Captioner):
-        super().__init__()
-        pre = captioner.preprocess
-        self.encoder = captioner.encoder
-        self.register_buffer("mean", torch.tensor(pre.mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(pre.std).view(1, 3, 1, 1))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images.float() / 255.0 - self.mean) / self.std  # as Preprocess.normalize
-        grid, _ = self.encoder(x)
-        return grid
 
 
 class _InitGraph(nn.Module):
@@ -130,24 +113,6 @@ def _example_inputs(spec: dict, batch: int) -> Tensors:
     return tuple(out)
 
 
-@contextlib.contextmanager
-def _quiet_exporter():
-    """The exporter's own INFO lines (graph passes, optimisations) show only under -v."""
-    if log.isEnabledFor(logging.DEBUG):
-        yield
-        return
-    names = ("torch.onnx", "torch.export", "onnxscript", "onnx_ir")
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-
-
 def _require_onnx() -> None:
     try:
         import onnx  # noqa: F401
@@ -167,31 +132,10 @@ def _export_torchscript(module: nn.Module, spec: dict, path: Path) -> None:
 
 
 def _export_onnx(module: nn.Module, spec: dict, path: Path, opset: int) -> None:
-    """The dynamo exporter, weights inside the file, batch dimension dynamic on every input."""
-    batch = torch.export.Dim("batch", min=1, max=4096)
+    """The shared exporter call (the CPU fast path exports its encoder graph with it too)."""
     names = [i["name"] for i in spec["inputs"]]
-    with _quiet_exporter():
-        program = _onnx_program(module, spec, names, batch, opset)
-    program.save(str(path), external_data=False)
-
-
-def _onnx_program(module: nn.Module, spec: dict, names: list[str], batch: Any, opset: int) -> Any:
-    return torch.onnx.export(
-        module,
-        _example_inputs(spec, 2),
-        input_names=names,
-        output_names=[o["name"] for o in spec["outputs"]],
-        opset_version=opset,
-        dynamo=True,
-        external_data=False,
-        verbose=False,  # the exporter's progress lines would mix into the CLI's JSON on stdout
-        dynamic_shapes={name: {0: batch} for name in _forward_arg_names(module, len(names))},
-    )
-
-
-def _forward_arg_names(module: nn.Module, count: int) -> list[str]:
-    """``dynamic_shapes`` is keyed by forward()'s parameter names, not the ONNX input names."""
-    return list(inspect.signature(module.forward).parameters)[:count]
+    outputs = [o["name"] for o in spec["outputs"]]
+    export_onnx(module, _example_inputs(spec, 2), names, outputs, path, opset)
 
 
 def export_bundle(
@@ -215,7 +159,7 @@ def export_bundle(
     folder.mkdir(parents=True, exist_ok=True)
     spec = _io_spec(captioner)
     modules = {
-        "encoder": _EncoderGraph(captioner),
+        "encoder": EncoderGraph(captioner.encoder),  # normalisation inside, as on the fast path
         "decoder_init": _InitGraph(captioner.decoder),
         "decoder_step": _StepGraph(captioner.decoder),
     }
