@@ -1,11 +1,20 @@
-"""What both tasks' pipelines share: device and precision policy, encoding, opening bundles."""
+"""What both tasks' pipelines share: device and precision policy, encoding, opening bundles.
+
+Encoding has one policy too (:func:`encode_images`): the encoder runs in chunks sized for the
+device (:func:`encode_chunk`) and, on the CPU, in ONNX Runtime when it is installed
+(:func:`encoder_runtime`); the decoders always see the whole batch.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import threading
+import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,7 +32,9 @@ from captioner.bundle import (
     shipped_bundle_dir,
 )
 from captioner.bundle.manifest import DEFAULT_NAMES
+from captioner.data.features import default_cache_root
 from captioner.encoders import Encoder, build_encoder
+from captioner.encoders.onnx import OnnxEncoder, OnnxUnavailable, onnx_encoder
 from captioner.inference.results import ErrorResult, Errors
 from captioner.media import MediaError
 
@@ -64,14 +75,178 @@ def prepare_encoder(encoder: Encoder, device: torch.device) -> Encoder:
     return encoder.eval().to(device, memory_format=torch.channels_last)
 
 
-@torch.inference_mode()
-def encode_images(encoder: Encoder, images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """(B, 3, S, S) uint8 -> (B, N, C) features: the one encoding path for inference and caches."""
+RUNTIME_ENV = "CAPTIONER_ENCODER_RUNTIME"
+CHUNK_ENV = "CAPTIONER_ENCODE_CHUNK"
+RUNTIMES = ("auto", "torch", "onnx")
+#: Images per encoder pass on the CPU: on 2 cores a batch of 4 runs 1.2-1.4x faster per image
+#: than 32, whose activations no longer fit the cache (bench/encoder_runtime.py).
+CPU_ENCODE_CHUNK = 4
+
+
+def encode_chunk(device: torch.device) -> int | None:
+    """Images per encoder pass on ``device``: ``$CAPTIONER_ENCODE_CHUNK`` (0: the whole batch),
+    else :data:`CPU_ENCODE_CHUNK` on the CPU and the whole batch (None) on a GPU."""
+    env = os.environ.get(CHUNK_ENV, "").strip()
+    if env:
+        if not env.isdigit():
+            raise ValueError(f"${CHUNK_ENV} must be a whole number of images (0: all), not {env!r}")
+        return int(env) or None
+    return CPU_ENCODE_CHUNK if device.type == "cpu" else None
+
+
+@dataclass(eq=False)
+class _Runtime:
+    """One encoder's runtime: the choice made for it and its ONNX session, built once."""
+
+    requested: str | None = None  # None: $CAPTIONER_ENCODER_RUNTIME, else auto
+    onnx: OnnxEncoder | None = None
+    stamp: int | None = None  # the weights the session was built from (see _weights_stamp)
+    failed: str | None = None  # why ONNX Runtime cannot encode for it (auto then keeps torch)
+    said: str | None = None  # the runtime the log last named
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_RUNTIMES: weakref.WeakKeyDictionary[Encoder, _Runtime] = weakref.WeakKeyDictionary()
+_RUNTIMES_LOCK = threading.Lock()
+
+
+def _runtime(encoder: Encoder) -> _Runtime:
+    with _RUNTIMES_LOCK:
+        return _RUNTIMES.setdefault(encoder, _Runtime())
+
+
+def _requested(state: _Runtime) -> str:
+    want = state.requested or os.environ.get(RUNTIME_ENV, "").strip().lower() or "auto"
+    if want not in RUNTIMES:
+        raise ValueError(f"${RUNTIME_ENV} must be one of {', '.join(RUNTIMES)}, not {want!r}")
+    return want
+
+
+def set_encoder_runtime(encoder: Encoder, runtime: str | None) -> None:
+    """Choose how ``encoder`` runs on the CPU: ``"onnx"`` (ONNX Runtime, an error if it
+    cannot), ``"torch"`` (eager), ``"auto"`` (ONNX Runtime when installed, else torch) or None
+    (``$CAPTIONER_ENCODER_RUNTIME``, default auto). A GPU always runs torch with AMP."""
+    if runtime is not None and runtime not in RUNTIMES:
+        raise ValueError(f"encoder runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+    _runtime(encoder).requested = runtime
+
+
+def _weights_stamp(encoder: Encoder) -> int:
+    # Cheap enough for every call: in-place updates (load_state_dict, an optimiser step) bump a
+    # tensor's version, a replaced tensor has a new address; either means the graph is stale.
+    tensors = chain(encoder.parameters(), encoder.buffers())
+    return hash(tuple((t.data_ptr(), _version(t)) for t in tensors))
+
+
+def _version(t: torch.Tensor) -> int:
+    try:
+        return t._version
+    except RuntimeError:  # an inference tensor keeps no version counter
+        return -1
+
+
+def _onnx_for(encoder: Encoder, state: _Runtime, want: str) -> OnnxEncoder | None:
+    """The encoder's ONNX session, built (or reloaded from the cache) when its weights changed;
+    None when it cannot be had and ``want`` is auto (the reason is logged once)."""
+    stamp = _weights_stamp(encoder)
+    with state.lock:  # one build per encoder, however many threads encode at once
+        if state.onnx is not None and state.stamp == stamp:
+            return state.onnx
+        if state.failed is None or want == "onnx":
+            try:
+                folder = default_cache_root() / "onnx"
+                state.onnx = onnx_encoder(encoder, folder, torch.get_num_threads())
+                state.stamp, state.failed = stamp, None
+                return state.onnx
+            except OnnxUnavailable as exc:
+                if want == "onnx":
+                    raise
+                state.onnx, state.failed = None, str(exc)
+                log.warning("%s; encoder %s keeps torch", exc, encoder.name)
+        return None
+
+
+def encoder_runtime(encoder: Encoder, device: torch.device) -> str:
+    """What encodes for ``encoder`` on ``device``: ``"onnx"`` or ``"torch"`` (deciding it, and
+    building the ONNX graph, on the first call)."""
+    return "torch" if _onnx_session(encoder, device) is None else "onnx"
+
+
+def _onnx_session(encoder: Encoder, device: torch.device) -> OnnxEncoder | None:
+    """The session that encodes for ``encoder`` on ``device``, or None for torch.
+
+    A module being trained (train mode, or a parameter that requires grad) always runs in
+    torch, whose graph follows its weights; so does every GPU (with AMP).
+    """
+    state = _runtime(encoder)
+    want = _requested(state)
+    training = encoder.training or any(p.requires_grad for p in encoder.parameters())
+    if device.type == "cpu" and want != "torch" and not training:
+        onnx = _onnx_for(encoder, state, want)
+        if onnx is not None:
+            _say(encoder, state, "onnx", device, f", graph {onnx.path or 'not cached'}")
+            return onnx
+    elif want == "onnx" and device.type != "cpu" and state.said is None:
+        log.warning("$%s=onnx applies to the CPU only: %s runs torch", RUNTIME_ENV, device)
+    _say(encoder, state, "torch", device, "")
+    return None
+
+
+def _say(encoder: Encoder, state: _Runtime, runtime: str, device: torch.device, extra: str) -> None:
+    """The one log line that says which runtime encodes (again only when it changes)."""
+    if state.said == runtime:
+        return
+    state.said = runtime
+    chunk = encode_chunk(device)
+    chunks = f"chunks of {chunk}" if chunk else "whole batches"
+    if runtime == "onnx":
+        import onnxruntime
+
+        log.info(
+            "encoder %s runs in ONNX Runtime %s on the CPU (%d threads, %s%s); $%s=torch for torch",
+            encoder.name,
+            onnxruntime.__version__,
+            torch.get_num_threads(),
+            chunks,
+            extra,
+            RUNTIME_ENV,
+        )
+    else:
+        how = "eager" if device.type == "cpu" else precision_name(device)
+        log.info(
+            "encoder %s runs in torch %s on %s (%s, %s)",
+            encoder.name,
+            torch.__version__,
+            device,
+            how,
+            chunks,
+        )
+
+
+def _torch_encode(encoder: Encoder, images: torch.Tensor, device: torch.device) -> torch.Tensor:
     x = images.to(device, non_blocking=True)
     x = encoder.preprocess.normalize(x).contiguous(memory_format=torch.channels_last)
     with autocast(device):
         grid, _ = encoder(x)
     return grid
+
+
+@torch.inference_mode()
+def encode_images(
+    encoder: Encoder, images: torch.Tensor, device: torch.device, chunk: int | None = None
+) -> torch.Tensor:
+    """(B, 3, S, S) uint8 -> (B, N, C) features: the one encoding path for inference and caches.
+
+    The encoder runs ``chunk`` images at a time (default :func:`encode_chunk`), in the runtime
+    :func:`encoder_runtime` chooses; the grids come back as one batch on ``device``.
+    """
+    size = chunk or encode_chunk(device) or images.size(0)
+    onnx = _onnx_session(encoder, device) if images.size(0) else None
+    parts = []
+    for start in range(0, max(1, images.size(0)), max(1, size)):
+        part = images[start : start + size]
+        parts.append(_torch_encode(encoder, part, device) if onnx is None else onnx(part))
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def open_bundle(bundle: str | os.PathLike | Bundle, task: str) -> Bundle:
