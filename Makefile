@@ -54,6 +54,7 @@ bench: $(DEV)
 	$(BIN)/python bench/timeline_accuracy.py
 	$(BIN)/python bench/tags_overhead.py
 	$(BIN)/python bench/grounding_overhead.py
+	$(BIN)/python bench/motion_cost.py
 
 clean:
 	rm -rf $(VENV) captions.jsonl activities.jsonl .pytest_cache
