@@ -52,8 +52,9 @@ Output under ``out_dir``:
 ``transforms[t]`` is the background's motion from frame ``t-1`` to frame ``t`` (``[0, 0, 0,
 0]`` for frame 0, null at a cut) as ``[dx, dy, log_scale, rotation]``: a background point at
 ``p`` pixels from the frame centre (x right, y down) in frame ``t-1`` is at ``exp(log_scale)
-R p + (dx W, dy H)`` in frame ``t``, where ``R`` turns ``rotation`` degrees counterclockwise
-on screen (``x' = x cos a + y sin a``, ``y' = -x sin a + y cos a``). So ``dx > 0`` for
+R p + (dx W, dy H)`` in frame ``t``, where ``R`` turns ``rotation`` radians clockwise on
+screen, as :mod:`captioner.video.motion` measures it (``x' = x cos a - y sin a``, ``y' = x
+sin a + y cos a``). So ``dx > 0`` for
 ``pan_left``, ``dy > 0`` for ``tilt_up``, ``log_scale > 0`` for ``zoom_in``.
 
 Every clip draws from its own RNG derived from ``(seed, split, index)``, and its camera
@@ -251,7 +252,7 @@ def _write_split(
             "camera_motions": list(CAMERA_MOTIONS),
             "object_motions": list(OBJECT_MOTIONS),
             "transforms": "[dx, dy, log_scale, rotation] from the previous frame: shift as a "
-            "fraction of the side, rotation in degrees counterclockwise on screen",
+            "fraction of the side, rotation in radians clockwise on screen",
             "backgrounds": len(assets.backgrounds),
             "stamps": len(assets.stamp_files),
             "sources": {

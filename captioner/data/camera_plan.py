@@ -148,8 +148,9 @@ def frame_transforms(
     path: Mapping[str, np.ndarray], size: int, cut: int | None
 ) -> list[list[float] | None]:
     """Per frame, the background's motion since the previous frame: ``[dx, dy, log_scale,
-    rotation]`` (shift as a fraction of the side, rotation in degrees counterclockwise);
-    ``[0, 0, 0, 0]`` for frame 0 and None at a cut."""
+    rotation]`` (shift as a fraction of the side; rotation in radians, positive clockwise on
+    screen, the convention of :mod:`captioner.video.motion`); ``[0, 0, 0, 0]`` for frame 0 and
+    None at a cut."""
     out: list[list[float] | None] = [[0.0, 0.0, 0.0, 0.0]]
     for t in range(1, len(path["zoom"])):
         if cut is not None and t == cut:
@@ -159,10 +160,11 @@ def frame_transforms(
         now = camera_matrix(path["shift"][t], path["zoom"][t], path["roll"][t])
         m = now @ np.linalg.inv(prev)
         scale = math.sqrt(abs(np.linalg.det(m[:2, :2])))
-        angle = math.degrees(math.atan2(-m[1, 0], m[0, 0]))
+        # the plan turns counterclockwise on screen; motion features count clockwise
+        angle = -math.atan2(-m[1, 0], m[0, 0])
         out.append(
             [round(m[0, 2] / size, 6), round(m[1, 2] / size, 6), round(math.log(scale), 6),
-             round(angle, 5)]
+             round(angle, 7)]
         )  # fmt: skip
     return out
 
