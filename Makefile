@@ -54,6 +54,7 @@ bench: $(DEV)
 	$(BIN)/python bench/timeline_accuracy.py
 	$(BIN)/python bench/tags_overhead.py
 	$(BIN)/python bench/grounding_overhead.py
+	$(BIN)/python bench/omp_wait.py
 	$(BIN)/python bench/motion_cost.py
 
 clean:
