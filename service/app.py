@@ -2,8 +2,10 @@
 
 Where things live: ``service/routes.py`` (the routes), ``service/runtime.py`` (models, warm-up,
 model workers, batchers, readiness), ``service/middleware.py`` (request ids and the access log,
-upload gate, API key, request metrics), ``service/errors.py`` (every error's HTTP answer),
-``service/uploads.py`` (image header probe and decode budget).
+upload gate, API key, request metrics), ``service/clients.py`` (upload deadline and minimum
+rate, the wrong-key throttle), ``service/errors.py`` (every error's HTTP answer),
+``service/uploads.py`` (image header probe, decode budget, memory trim) and
+``service/videos.py`` (video header check and the video pool).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ routes only declare the key so that the OpenAPI schema shows it. Error bodies ar
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import re
@@ -18,7 +19,8 @@ from fastapi import HTTPException
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import busy, problem
+from service.clients import AuthThrottle, KiB, UploadClock
+from service.errors import busy, problem, retry_after
 from service.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -116,15 +118,24 @@ class RequestContext:
 
 
 class UploadGate:
-    """Refuses requests before reading them: API key, readiness, in-flight cap, body size.
+    """Refuses requests before reading them, and holds bodies to a deadline and a size.
 
-    Starlette and uvicorn put no cap on a body and Content-Length can lie, so the bytes are
-    counted as they arrive and the request fails with 413 at the first byte over the limit.
+    In order: a client address blocked for wrong API keys (429), the API key (401),
+    readiness (503), the in-flight and upload caps (429), the declared size (413). Starlette
+    and uvicorn put no cap on a body and Content-Length can lie, so the bytes are counted as
+    they arrive and the request fails with 413 at the first byte over the limit, and with 408
+    once the body misses its deadline or minimum rate (:class:`~service.clients.UploadClock`).
+
+    A request on an inference route counts as an upload (``max_uploads``) while its body
+    arrives and is admitted (``max_inflight``) only once the body is in, so slow bodies never
+    hold the slots that finished requests need to be answered.
     """
 
     def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
         self.app = app
         self.runtime = runtime
+        s = runtime.settings
+        self.auth = AuthThrottle(s.auth_failures, s.auth_window_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -135,8 +146,7 @@ class UploadGate:
         path = scope["path"]
         headers = Headers(scope=scope)
         guarded = path in INFERENCE or (path == METRICS_ROUTE and not s.metrics_open)
-        if guarded and s.api_key is not None and not key_matches(headers, s.api_key):
-            await problem(send, 401, AUTH_HELP, {"WWW-Authenticate": "Bearer"})
+        if guarded and s.api_key is not None and not await self._authorised(scope, send):
             return
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
@@ -150,6 +160,11 @@ class UploadGate:
                 detail, wait = busy(rt.retry_after_s())
                 await problem(send, 429, detail, wait)
                 return
+            if rt.uploading >= s.max_uploads:
+                rt.metrics.rejections.labels("uploads").inc()
+                detail, wait = busy(max(1.0, s.upload_grace_s))
+                await problem(send, 429, f"too many uploads in progress; {detail}", wait)
+                return
         limit = {CAPTION_ROUTE: s.max_image_bytes, ACTIVITY_ROUTE: s.max_video_bytes}.get(
             path, OTHER_BODY_LIMIT
         )
@@ -157,27 +172,100 @@ class UploadGate:
         if declared.isdigit() and int(declared) > limit:
             await problem(send, 413, _too_large(limit))
             return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    # FastAPI re-raises an HTTPException from body parsing as it is.
-                    raise HTTPException(413, _too_large(limit))
-            return message
-
-        if path not in INFERENCE:
-            await self.app(scope, counted, send)
-            return
-        scope.setdefault("state", {})["arrived"] = time.perf_counter()
-        rt.inflight += 1
+        body = _Body(rt, scope, receive, limit, admits=path in INFERENCE)
         try:
-            await self.app(scope, counted, send)
+            await self.app(scope, body.receive, send)
         finally:
-            rt.inflight -= 1
+            body.close()
+
+    async def _authorised(self, scope: Scope, send: Send) -> bool:
+        """The key check, throttled per client address; answers 429 or 401 itself."""
+        rt = self.runtime
+        client = scope.get("client")
+        address = client[0] if client else "-"
+        blocked = self.auth.retry_after_s(address)
+        if blocked > 0:
+            rt.metrics.rejections.labels("auth_throttle").inc()
+            wait = retry_after(blocked)
+            detail = f"too many wrong API keys from this address: retry in {wait['Retry-After']} s"
+            await problem(send, 429, detail, wait)
+            return False
+        assert rt.settings.api_key is not None
+        if key_matches(Headers(scope=scope), rt.settings.api_key):
+            return True
+        self.auth.failed(address)
+        rt.metrics.rejections.labels("auth").inc()
+        await problem(send, 401, AUTH_HELP, {"WWW-Authenticate": "Bearer"})
+        return False
+
+
+class _Body:
+    """One request's ``receive``: counts the body against its size limit and its clock, and
+    on an inference route moves the request from uploading to admitted when the body is in."""
+
+    def __init__(self, rt: Runtime, scope: Scope, receive: Receive, limit: int, admits: bool):
+        s = rt.settings
+        self.rt, self.scope, self._receive, self.limit = rt, scope, receive, limit
+        self.clock = UploadClock(
+            time.perf_counter(), s.body_timeout_s, s.min_upload_rate_kb_s * KiB, s.upload_grace_s
+        )
+        self.seen = 0
+        self.complete = False
+        self.counted = self.uploading = admits
+        self.admitted = False
+        if admits:
+            rt.uploading += 1
+
+    async def receive(self) -> Message:
+        if self.complete:  # later calls only wait for a disconnect
+            return await self._receive()
+        left = self.clock.time_left(self.seen, time.perf_counter())
+        try:
+            async with asyncio.timeout(max(0.0, left)):
+                message = await self._receive()
+        except TimeoutError:
+            self.rt.metrics.rejections.labels("slow_upload").inc()
+            log.debug("cut a slow upload on %s after %d bytes", self.scope["path"], self.seen)
+            raise HTTPException(408, self.clock.why(self.seen), {"Connection": "close"}) from None
+        if message["type"] != "http.request":  # the client left
+            self.complete = True
+            return message
+        self.seen += len(message.get("body", b""))
+        if self.seen > self.limit:
+            # FastAPI re-raises an HTTPException from body parsing as it is.
+            raise HTTPException(413, _too_large(self.limit))
+        if not message.get("more_body", False):
+            self.complete = True
+            self._admit()
+        return message
+
+    def _admit(self) -> None:
+        """The body is in: take an in-flight slot, or refuse with 429 if none is left."""
+        if not self.uploading:
+            return
+        rt = self.rt
+        self.uploading = False
+        rt.uploading -= 1
+        if rt.inflight >= rt.settings.max_inflight:
+            rt.metrics.rejections.labels("inflight").inc()
+            detail, wait = busy(rt.retry_after_s())
+            raise HTTPException(429, detail, wait)
+        rt.inflight += 1
+        self.admitted = True
+        # The request's deadline (request_timeout_s) counts from here; the upload had its own.
+        self.scope.setdefault("state", {})["arrived"] = time.perf_counter()
+
+    def close(self) -> None:
+        """Give back whichever slot the request holds (it ended, answered or not)."""
+        if self.uploading:
+            self.uploading = False
+            self.rt.uploading -= 1
+        if self.admitted:
+            self.admitted = False
+            self.rt.inflight -= 1
+        if self.counted:
+            self.counted = False
+            self.rt.idle.done()
 
 
 def _too_large(limit: int) -> str:

@@ -5,9 +5,11 @@ bounds from its settings, and FastAPI must see those annotations as objects, not
 """
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
@@ -31,10 +33,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     for code, text in {
         401: "missing or wrong API key",
         404: "this server does not serve that task (started without it)",
+        408: "the request body did not arrive within body_timeout_s, or came slower than "
+        "min_upload_rate_kb_s after upload_grace_s",
         413: "request body too large, too many files, or images too large to decode here",
         415: "not an allowed image or video type",
         422: "undecodable input or invalid options",
-        429: "busy (queue, in-flight requests or decode memory): retry after Retry-After seconds",
+        429: "busy (queue, in-flight requests, uploads in progress or decode memory), or too "
+        "many wrong API keys from this address: retry after Retry-After seconds",
         500: "the model failed on the batch this request rode in",
         503: "models not ready yet, failed to load, or shutting down",
         504: "the request did not finish within its deadline (request_timeout_s)",
@@ -284,8 +289,10 @@ async def run_activity(
 ) -> dict[str, Any]:
     """Label every uploaded video: one result per file, a per-file error for a bad one.
 
-    The videos share the request's body limit and deadline; they decode in the shared CPU
-    pool (at most ``decode_workers`` at once) and ride in the model's batches like any other.
+    The videos share the request's body limit and deadline. Each header is checked first
+    (over a limit or the decode-work cap: that file's error, before any decoding); the rest
+    decode in the video pool (at most ``video_workers`` at once, apart from the images) and
+    ride in the model's batches like any other.
     """
     t0 = time.perf_counter()
     model: ActivityClassifier = rt.model("activity")
@@ -296,10 +303,10 @@ async def run_activity(
     datas = [await f.read() for f in files]
     names = _names(files, "video")
 
-    def decoder(data: bytes) -> Callable[[Callable[[], bool]], ActivityJob]:
+    def decoder(path: Path) -> Callable[[Callable[[], bool]], ActivityJob]:
         def decode(should_stop: Callable[[], bool]) -> ActivityJob:
             clip = model.prepare(
-                data,
+                path,
                 timeline,
                 window,
                 stride,
@@ -310,10 +317,16 @@ async def run_activity(
 
         return decode
 
+    async def one(staged: Path | MediaError) -> Any:
+        if isinstance(staged, MediaError):
+            return staged
+        return await rt.decode_video(decoder(staged), request)
+
     started = time.perf_counter()
-    outcomes = await asyncio.gather(
-        *(rt.decode_video(decoder(data), request) for data in datas), return_exceptions=True
-    )
+    with contextlib.ExitStack() as uploads:  # the staged files go when the decodes are done
+        staged = await rt.videos.stage(model, datas, uploads)
+        del datas  # the bytes are in the files now
+        outcomes = await asyncio.gather(*(one(v) for v in staged), return_exceptions=True)
     decode_ms = (time.perf_counter() - started) * 1000
     for outcome in outcomes:  # a deadline or a gone client fails the whole request
         if isinstance(outcome, BaseException) and not isinstance(outcome, MediaError):

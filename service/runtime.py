@@ -1,8 +1,9 @@
 """The model runtime: loading, warm-up, one model worker per device, batchers, readiness.
 
 Both tasks' batchers hand their batches to one single-thread executor per device, so caption
-and activity batches run one at a time on it and never fight over its cores. Uploads are
-decoded in a separate CPU pool, charged against the decode budget (service/uploads.py).
+and activity batches run one at a time on it and never fight over its cores. Images are
+decoded in a CPU pool, charged against the decode budget (service/uploads.py); videos in a
+pool of their own, after their headers have been checked, so an image never waits behind one.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,12 +23,21 @@ from starlette.requests import Request
 import captioner
 from captioner import ActivityClassifier, Captioner, MediaError
 from captioner.inference import ClipInput
-from captioner.video import DecodeCancelled, restrict_ffmpeg_protocols
+from captioner.video import restrict_ffmpeg_protocols
 from service.batch_protocol import BatcherError, ClientGone, DeadlineExceeded
 from service.batching import DynamicBatcher
 from service.metrics import Metrics
 from service.settings import MiB, Settings
-from service.uploads import BudgetFull, Charge, DecodeBudget, ImageProbe, probe_image, timed_decode
+from service.uploads import (
+    BudgetFull,
+    Charge,
+    DecodeBudget,
+    IdleTrim,
+    ImageProbe,
+    probe_image,
+    timed_decode,
+)
+from service.videos import VideoDecoding, video_limits
 
 log = logging.getLogger("captioner.service")
 
@@ -148,6 +157,8 @@ def _load(settings: Settings, task: str) -> Captioner | ActivityClassifier:
     if isinstance(model, Captioner):
         cap = min(model.limits.max_pixels, settings.max_image_pixels)
         model.limits = dataclasses.replace(model.limits, max_pixels=cap)
+    else:
+        model.limits = video_limits(model, settings)
     return model
 
 
@@ -204,11 +215,16 @@ class Runtime:
         self.batchers: dict[str, DynamicBatcher] = {}
         self.workers: dict[str, ThreadPoolExecutor] = {}  # device -> its one model thread
         self.decode_pool = ThreadPoolExecutor(settings.decode_workers, "captioner-decode")
+        self.videos = VideoDecoding(settings, metrics)  # the video pool, apart from images
         self.budget = DecodeBudget(settings.decode_budget_mb * MiB, settings.decode_workers)
         self.ready = False
         self.error: str | None = None
-        self.inflight = 0  # requests inside the inference routes (counted by UploadGate)
+        # Counted by UploadGate: bodies arriving, and requests admitted once their body is in.
+        self.uploading = 0
+        self.inflight = 0
+        self.idle = IdleTrim(settings.idle_trim_s, lambda: self.inflight + self.uploading > 0)
         self._loading: asyncio.Task | None = None
+        self._trimming: asyncio.Task | None = None
 
     @property
     def captioner(self) -> Captioner | None:
@@ -229,6 +245,8 @@ class Runtime:
                 await asyncio.to_thread(configure_process, self.settings)
                 self.models = await asyncio.to_thread(load_models, self.settings)
             await self._start_batchers()
+            if self.settings.idle_trim_s > 0:
+                self._trimming = asyncio.create_task(self.idle.run())
             self.ready = True
             self.metrics.ready.set(1)
             log.info("ready: %s", ", ".join(self.batchers))
@@ -275,13 +293,15 @@ class Runtime:
         """Graceful: finish what is queued and in flight, then free the threads."""
         self.ready = False
         self.metrics.ready.set(0)
-        if self._loading is not None and not self._loading.done():
-            self._loading.cancel()
+        for task in (self._loading, self._trimming):
+            if task is not None and not task.done():
+                task.cancel()
         for batcher in self.batchers.values():
             await batcher.stop(drain_timeout_s=self.settings.request_timeout_s)
         for worker in self.workers.values():
             worker.shutdown(wait=False, cancel_futures=True)
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
+        self.videos.close()
 
     # -- readiness --------------------------------------------------------------------------
 
@@ -309,7 +329,7 @@ class Runtime:
     # -- used by the routes -----------------------------------------------------------------
 
     async def decode(self, fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
-        """Run a decoding function in the CPU pool -> (its result, milliseconds)."""
+        """Run a decoding function in the image pool -> (its result, milliseconds)."""
         t = time.perf_counter()
         value = await asyncio.get_running_loop().run_in_executor(self.decode_pool, fn, *args)
         return value, (time.perf_counter() - t) * 1000
@@ -382,35 +402,12 @@ class Runtime:
     async def decode_video(
         self, fn: Callable[[Callable[[], bool]], Any], request: Request
     ) -> tuple[Any, float]:
-        """Run a video decode in the CPU pool, stopping it between frames once the request's
-        deadline passes or its client leaves (a long video must not decode for nobody)."""
-        gone = threading.Event()
-        deadline = time.perf_counter() + self.time_left(request)
-
-        def should_stop() -> bool:
-            return gone.is_set() or time.perf_counter() > deadline
-
-        async def watch() -> None:
-            while not gone.is_set():
-                if await request.is_disconnected():
-                    gone.set()
-                    return
-                await asyncio.sleep(0.2)
-
-        watcher = asyncio.create_task(watch())
-        try:
-            return await self.decode(fn, should_stop)
-        except DecodeCancelled:
-            if gone.is_set():
-                self.metrics.rejections.labels("client_gone").inc()
-                raise ClientGone("the client left while its video decoded") from None
-            self.metrics.rejections.labels("deadline").inc()
-            raise DeadlineExceeded("the deadline passed while the video decoded") from None
-        finally:
-            watcher.cancel()
+        """``fn(should_stop)`` in the video pool, stopped at the request's deadline or when
+        its client leaves (:meth:`service.videos.VideoDecoding.decode`)."""
+        return await self.videos.decode(fn, request, self.time_left(request))
 
     def time_left(self, request: Request) -> float:
-        # The deadline counts from the request's arrival, upload and decoding included.
+        # The deadline counts from admission (UploadGate: the body is in), decoding included.
         arrived = getattr(request.state, "arrived", time.perf_counter())
         return self.settings.request_timeout_s - (time.perf_counter() - arrived)
 

@@ -186,6 +186,8 @@ def _serve(settings: Settings, sock: socket.socket) -> int:
         log_level=settings.log_level,
         access_log=False,  # the app writes its own line, with the request id (captioner.access)
         workers=1,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
     )
     server = uvicorn.Server(config)

@@ -9,6 +9,11 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
+# captioner.video.DEFAULT_VIDEO_LIMITS.max_decode_pixels, written here so that reading the
+# settings does not import the library (a test checks the two agree).
+VIDEO_DECODE_PIXELS = 80_000_000_000
+# The shortest API key accepted: 16 characters from a password manager are far past guessing.
+MIN_API_KEY_CHARS = 16
 # Pillow's decompression-bomb limit: the pixel cap can only be lower (captioner.media enforces it).
 PILLOW_BOMB_PIXELS = 89_478_485
 # The most memory one decoded pixel can take while an upload becomes RGB (32-bit modes, EXIF
@@ -27,7 +32,10 @@ def usable_cores() -> int:
 class Settings(BaseSettings):
     """Everything the service can be told; unsafe values are refused at start-up."""
 
-    model_config = SettingsConfigDict(env_prefix="CAPTIONER_", extra="ignore")
+    # hide_input_in_errors: a traceback of a refused setting never prints the API key.
+    model_config = SettingsConfigDict(
+        env_prefix="CAPTIONER_", extra="ignore", hide_input_in_errors=True
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -42,12 +50,24 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(16, ge=1, le=1024)  # images per caption batch
     max_wait_ms: float = Field(10.0, ge=0.0, le=10_000.0)
     max_queue: int = Field(256, ge=1, le=100_000)  # items waiting per model
-    # Requests admitted to the inference routes at once (uploading, decoding, queued, computing);
-    # beyond it a request gets 429 before its body is read, so overload cannot pile up unseen.
+    # Requests admitted to the inference routes at once (decoding, queued, computing): a request
+    # is admitted once its body is in, and refused (429) before its body is read while full.
     max_inflight: int = Field(64, ge=1, le=100_000)
+    # Bodies being received on the inference routes at once; they hold no admission slot, so a
+    # slow client cannot starve the others; beyond it 429 before the body is read.
+    max_uploads: int = Field(128, ge=1, le=100_000)
+    # The whole body must arrive within body_timeout_s, and after upload_grace_s at no less
+    # than min_upload_rate_kb_s KiB/s on average (0: no rate check); else 408 and the
+    # connection is closed (nginx's client_body_timeout, for a service without nginx).
+    body_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
+    min_upload_rate_kb_s: float = Field(32.0, ge=0.0, le=1_000_000.0)
+    upload_grace_s: float = Field(5.0, ge=0.0, le=3600.0)
     max_batch_frames: int = Field(128, ge=1)  # video batches are sized by frames, not clips
-    request_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)  # deadline in the queue -> 504
-    decode_workers: int = Field(2, ge=1, le=64)  # CPU pool for image and video decoding
+    # Deadline from admission (the body is in): decoding, queue and model -> 504.
+    request_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
+    decode_workers: int = Field(2, ge=1, le=64)  # CPU pool for image decoding
+    # A pool of its own for videos, so an image never waits behind a long video decode.
+    video_workers: int = Field(1, ge=1, le=64)
     # Threads for the model's CPU ops (torch intra-op) and for OpenCV inside each decode worker.
     # None: torch takes OMP_NUM_THREADS when set, else every usable core (one model worker runs
     # one batch at a time); OpenCV takes cores / (2 x decode_workers), at least 1.
@@ -64,8 +84,22 @@ class Settings(BaseSettings):
     # Memory that uploads being decoded may hold at once, estimated from their headers
     # (pixels x bytes per pixel); a request that does not fit now gets 429 with Retry-After.
     decode_budget_mb: int = Field(1536, ge=16)
+    # Videos whose header promises more decoding than this (frames x width x height, as if
+    # read in full) are refused (422) before a frame is decoded.
+    max_video_decode_pixels: int = Field(VIDEO_DECODE_PIXELS, ge=1)
+    # Once no request has been in flight for this long after a burst, freed heap memory is
+    # handed back to the OS (glibc malloc_trim); 0: never.
+    idle_trim_s: float = Field(2.0, ge=0.0, le=3600.0)
 
-    api_key: str | None = None  # when set, inference routes need Bearer or X-API-Key
+    api_key: str | None = None  # when set (16+ characters), inference routes need the key
+    # After auth_failures wrong or missing keys from one client address within auth_window_s,
+    # that address gets 429 (Retry-After) for auth_window_s, whatever key it sends.
+    auth_failures: int = Field(20, ge=1, le=1_000_000)
+    auth_window_s: float = Field(60.0, gt=0.0, le=86_400.0)
+    # Proxies (comma-separated addresses, or *) whose X-Forwarded-For names the client, so
+    # that behind nginx the throttle and the access log see each client, not the proxy.
+    # None: uvicorn's own default (FORWARDED_ALLOW_IPS, else 127.0.0.1 and ::1).
+    forwarded_allow_ips: str | None = None
     # /metrics without the key. None: open only when no api_key is set.
     metrics_open: bool | None = None
     warmup: bool = True
@@ -73,8 +107,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        if self.api_key is not None and len(self.api_key) < 8:
-            raise ValueError("CAPTIONER_API_KEY must be at least 8 characters (or unset it)")
+        # Checked here, not by a field constraint, so that the message never repeats the key.
+        if self.api_key is not None and len(self.api_key) < MIN_API_KEY_CHARS:
+            raise ValueError(
+                f"CAPTIONER_API_KEY is {len(self.api_key)} characters; it must be at least "
+                f"{MIN_API_KEY_CHARS} (e.g. python -c 'import secrets; "
+                "print(secrets.token_urlsafe(24))'), or unset it"
+            )
         if not (self.enable_caption or self.enable_activity):
             raise ValueError("enable at least one of CAPTIONER_ENABLE_CAPTION / _ACTIVITY")
         worst = self.max_image_pixels * WORST_DECODE_BYTES_PER_PIXEL

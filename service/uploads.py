@@ -8,6 +8,7 @@ when it cannot fit, instead of pushing the process out of memory.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import io
@@ -212,3 +213,33 @@ def trim_memory() -> bool:
         log.debug("malloc_trim failed", exc_info=True)
         return False
     return True
+
+
+class IdleTrim:
+    """Hands freed heap back to the OS once the service has gone idle after some work.
+
+    A burst leaves glibc's arenas holding what its decodes and batches freed, and the
+    resident size stays at the burst's level; one ``malloc_trim`` after ``idle_s`` without a
+    request brings it back down. ``busy()`` says whether requests are uploading or in flight.
+    """
+
+    def __init__(self, idle_s: float, busy: Callable[[], bool]) -> None:
+        self.idle_s = idle_s
+        self.busy = busy
+        self.trims = 0
+        self._last_done: float | None = None  # None: no request ended since the last trim
+
+    def done(self) -> None:
+        """A request has ended (called by the upload gate)."""
+        self._last_done = time.monotonic()
+
+    async def run(self) -> None:
+        """Check every ``idle_s / 2`` seconds, forever (the runtime cancels it)."""
+        while True:
+            await asyncio.sleep(max(0.05, self.idle_s / 2))
+            last = self._last_done
+            if last is None or self.busy() or time.monotonic() - last < self.idle_s:
+                continue
+            self._last_done = None
+            await asyncio.to_thread(trim_memory)
+            self.trims += 1
