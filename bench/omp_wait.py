@@ -8,9 +8,13 @@ captions every image in batches, timed. The competing load is ``--spinners`` pro
 spinning in a Python loop (default: one per core) from before the run starts to after it ends.
 The four sides run in turn, in alternating order, ``--repeats`` times each; a side's figures are
 its totals over its runs: images/s, and the captioning process's CPU-ms per image (what its
-threads burn, spinning included). Target: PASSIVE under load at least 2x the default's images/s.
+threads burn, spinning included). ``--encoder-runtime`` picks the encoder's runtime
+(``CAPTIONER_ENCODER_RUNTIME``): torch runs it on OpenMP threads, ONNX Runtime on its own
+pool; the decoder is torch either way. Target: PASSIVE under load at least 2x the default's
+images/s.
 
     python bench/omp_wait.py [--images 32] [--batch-size 4] [--spinners N] [--repeats 2]
+                             [--encoder-runtime torch|onnx|auto]
 """
 
 from __future__ import annotations
@@ -59,10 +63,10 @@ def spinning(count: int):
             p.wait()
 
 
-def caption_run(policy: str | None, folder, n: int, batch: int) -> dict:
+def caption_run(policy: str | None, runtime: str, folder, n: int, batch: int) -> dict:
     """One fresh captioning process under ``policy`` (None: the variable unset)."""
     env = {k: v for k, v in os.environ.items() if k != WAIT_POLICY}
-    env["CUDA_VISIBLE_DEVICES"] = ""
+    env.update(CUDA_VISIBLE_DEVICES="", CAPTIONER_ENCODER_RUNTIME=runtime)
     if policy is not None:
         env[WAIT_POLICY] = policy
     argv = [sys.executable, "-c", CAPTION, str(folder), str(n), str(batch)]
@@ -76,6 +80,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--spinners", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--encoder-runtime", choices=("torch", "onnx", "auto"), default="torch")
     args = ap.parse_args()
 
     folder = scene_images(args.images)
@@ -86,11 +91,12 @@ def main() -> None:
             with spinning(spinners):
                 value = None if policy == "default" else policy
                 runs[policy, spinners].append(
-                    caption_run(value, folder, args.images, args.batch_size)
+                    caption_run(value, args.encoder_runtime, folder, args.images, args.batch_size)
                 )
     figures: dict = {"images": args.images, "batch_size": args.batch_size}
     figures["torch_threads"] = runs[sides[0]][0]["threads"]
     figures["spinners"] = args.spinners
+    figures["encoder_runtime"] = args.encoder_runtime
     for (policy, spinners), done in runs.items():
         n = sum(d["images"] for d in done)
         wall, cpu = sum(d["wall"] for d in done), sum(d["cpu"] for d in done)

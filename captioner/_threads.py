@@ -4,8 +4,9 @@ torch's CPU kernels run on OpenMP threads (libgomp), which by default spin for a
 every barrier instead of sleeping. On a small machine that has other work to do, the spinning
 threads take the cores from each other and from that work: with two other processes busy on
 2 cores, in-process captioning ran at 2.2-3.6 images/s and 111-206 CPU-ms an image by
-default, against 15.7-20.9 images/s and 18-30 CPU-ms with passive waiting
-(``bench/omp_wait.py``, two runs; issue 18).
+default, against 15.7-21.0 images/s and 18-36 CPU-ms with passive waiting
+(``bench/omp_wait.py``, four runs; issue 18). ONNX Runtime's encoder has its own thread pool,
+but the decoder is torch's: with it the default still fell to 3.1 images/s.
 
 libgomp reads the variable once, when torch loads it, so :func:`prefer_passive_wait` must run
 before the first ``import torch``. The entry points call it: the ``captioner`` command
