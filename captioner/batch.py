@@ -221,9 +221,11 @@ class PreparedVideos(Dataset):
         timeline: bool = False,
         window: float = 2.0,
         stride: float = 1.0,
+        describe: bool = False,
     ):
         self.paths, self.num_frames, self.size, self.limits = paths, num_frames, size, limits
         self.timeline, self.window, self.stride = timeline, window, stride
+        self.describe = describe
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -237,6 +239,7 @@ class PreparedVideos(Dataset):
             timeline=timeline,
             window=self.window,
             stride=self.stride,
+            describe=self.describe,
         )
 
     def __getitem__(self, index: int) -> dict:
@@ -298,7 +301,9 @@ def label_videos(
         return rows
 
     def dataset(todo: list[Path]) -> PreparedVideos:
-        return PreparedVideos(todo, clf.num_frames, clf.size, clf.limits, timeline, window, stride)
+        return PreparedVideos(
+            todo, clf.num_frames, clf.size, clf.limits, timeline, window, stride, clf.describe
+        )
 
     job = FolderJob(inputs, VIDEO_SUFFIXES, dataset, infer, "labelling", "labelled", "videos")
     return _run(job, opts, ACTIVITY_CSV_FIELDS, clf.device)

@@ -32,6 +32,7 @@ from captioner.inference.common import (
     prepare_encoder,
     resolve_device,
 )
+from captioner.inference.describe import crop_classifier, describe_prepared, motion_pairs
 from captioner.inference.results import ActivityResult, ErrorResult, Errors, check_errors
 from captioner.media import MediaError
 from captioner.models.activity import ActivityModel, ActivityModelConfig
@@ -80,6 +81,10 @@ class ClipInput:
     clip: list[int]  # T positions into ``frames``: the whole video, uniformly sampled
     windows: list[list[int]] | None = None  # W lists of T positions, one per timeline window
     spans: list[tuple[float, float]] | None = None  # (start, end) seconds of each window
+    # never encoded: per clip frame, the two (T, 3, S, S) frames PARTNER_GAP_S apart whose
+    # motion stands for it (describe.py); the stream time (s) of each of ``frames``
+    pairs: tuple[torch.Tensor, torch.Tensor] | None = None
+    times: list[float] | None = None
 
     @property
     def cost(self) -> int:
@@ -127,12 +132,15 @@ def prepare_clip(
     stride: float = 1.0,
     max_windows: int | None = None,
     should_stop: Callable[[], bool] | None = None,
+    describe: bool = False,
 ) -> ClipInput:
     """Decode one video (MediaError on bad input) -> a :class:`ClipInput`.
 
     The file is read once: the whole-video sample and every timeline window's frames come
     from one pass, and a frame shared by several windows is decoded (and later encoded) once.
-    ``should_stop`` is asked between frames; when it says yes, ``DecodeCancelled`` is raised.
+    With ``describe``, each sampled frame's partner (for the motion between them) is read in
+    the same pass. ``should_stop`` is asked between frames; when it says yes,
+    ``DecodeCancelled`` is raised.
     """
     with local_video(source, limits) as path:
         info = probe_video(path, limits)
@@ -141,13 +149,23 @@ def prepare_clip(
         if timeline:
             spans, windows = window_indices(info, window, stride, num_frames, max_windows)
         unique = sorted(set(clip).union(*(windows or [])))
-        frames, _ = read_frames(path, unique, size, limits, should_stop=should_stop)
+        firsts, seconds = motion_pairs(clip, info.fps, info.frame_count) if describe else ([], [])
+        read = sorted(set(unique).union(firsts, seconds))
+        decoded, stamps = read_frames(path, read, size, limits, should_stop=should_stop)
+    at = {idx: k for k, idx in enumerate(read)}
+
+    def pick(indices: Sequence[int]) -> torch.Tensor:
+        return torch.from_numpy(decoded[[at[i] for i in indices]]).permute(0, 3, 1, 2)
+
+    pairs = (pick(firsts), pick(seconds)) if describe else None
     pos = {idx: k for k, idx in enumerate(unique)}
     return ClipInput(
-        frames=torch.from_numpy(frames).permute(0, 3, 1, 2),
+        frames=pick(unique),
         clip=[pos[i] for i in clip],
         windows=None if windows is None else [[pos[i] for i in w] for w in windows],
         spans=spans,
+        pairs=pairs,
+        times=[float(stamps[at[i]]) for i in unique],
     )
 
 
@@ -184,8 +202,10 @@ class ActivityClassifier(BundleModel):
         manifest: Manifest | dict | None = None,
         device: str | torch.device = "auto",
         limits: VideoLimits = DEFAULT_VIDEO_LIMITS,
+        describe: bool = True,
     ):
         self.device = resolve_device(device)
+        self.describe = describe  # also measure the motion and say what happens (describe.py)
         self.encoder = prepare_encoder(encoder, self.device)
         self.model = model.eval().to(self.device)
         self.classes = list(classes)
@@ -275,6 +295,7 @@ class ActivityClassifier(BundleModel):
             stride=stride or DEFAULT_WINDOW_S / 2,
             max_windows=max_windows,
             should_stop=should_stop,
+            describe=self.describe,
         )
 
     def load_clip(self, source: VideoSource) -> torch.Tensor:
@@ -322,7 +343,7 @@ class ActivityClassifier(BundleModel):
             rows.extend([offset + i for i in w] for w in it.windows or [])
             offset += it.cost
         probs = self.probabilities_from_features(grids[torch.tensor(rows)])  # (rows, K)
-        results, r = [], 0
+        results, r, offset = [], 0, 0
         for it, k in zip(items, ks, strict=True):
             result = self.result(probs[r], k)
             r += 1
@@ -330,8 +351,23 @@ class ActivityClassifier(BundleModel):
                 w = len(it.windows)
                 result.timeline = self.timeline_labels(it.spans, probs[r : r + w])
                 r += w
+            if it.pairs is not None:
+                self._describe(it, grids[offset : offset + it.cost], result)
+            offset += it.cost
             results.append(result)
         return results
+
+    def _describe(self, it: ClipInput, grids: torch.Tensor, result: ActivityResult) -> None:
+        """Attach what happens in the clip (and in each timeline window) to its result."""
+        assert it.pairs is not None
+        assert it.times is not None
+        head = getattr(self.encoder, "head", None)
+        classify = crop_classifier(self.encoder, self.device) if head is not None else None
+        result.description, said = describe_prepared(
+            it.frames, it.clip, it.windows, it.spans, it.pairs, it.times, grids, head, classify
+        )
+        for entry, words in zip(result.timeline or [], said or [], strict=True):
+            entry.update(words)
 
     def classify(
         self,

@@ -130,16 +130,20 @@ class ActivityResult:
     score: float
     top_k: list[dict[str, Any]]
     timeline: list[dict[str, Any]] | None = None
+    # what happens, in words and readings (inference/describe.py): sentence, shots, cuts
+    description: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        if self.timeline is None:
-            d.pop("timeline")
+        for name in ("timeline", "description"):
+            if d[name] is None:
+                d.pop(name)
         return d
 
     def to_record(self) -> dict[str, Any]:
-        """``{"label", "score", "top_k"}`` (+ ``"timeline"``), scores rounded to :data:`DIGITS`
-        decimals: the row ``captioner activity`` writes and the HTTP answer."""
+        """``{"label", "score", "top_k"}`` (+ ``"timeline"``, ``"description"``), scores
+        rounded to :data:`DIGITS` decimals: the row ``captioner activity`` writes and the HTTP
+        answer."""
         record: dict[str, Any] = {
             "label": self.label,
             "score": _round(self.score),
@@ -147,4 +151,6 @@ class ActivityResult:
         }
         if self.timeline is not None:
             record["timeline"] = [{**w, "score": _round(w["score"])} for w in self.timeline]
+        if self.description is not None:
+            record["description"] = self.description
         return record
