@@ -302,7 +302,14 @@ def label_videos(
 
     def dataset(todo: list[Path]) -> PreparedVideos:
         return PreparedVideos(
-            todo, clf.num_frames, clf.size, clf.limits, timeline, window, stride, clf.describe
+            todo,
+            clf.num_frames,
+            clf.size,
+            clf.limits,
+            timeline,
+            window,
+            stride,
+            getattr(clf, "describe", False),
         )
 
     job = FolderJob(inputs, VIDEO_SUFFIXES, dataset, infer, "labelling", "labelled", "videos")

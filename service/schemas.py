@@ -109,11 +109,42 @@ class LabelScore(BaseModel):
     score: float
 
 
-class TimelineEntry(BaseModel):
+class MovingThing(BaseModel):
+    name: str | None = Field(description="the head's name on the moving region, e.g. 'a car'")
+    score: float
+    person: bool = Field(description="named from the person signal (clothing, role classes)")
+
+
+class Readings(BaseModel):
+    camera: LabelScore | None = Field(
+        None, description="static, handheld, pan_left/right, tilt_up/down, zoom_in/out, roll"
+    )
+    motion: LabelScore | None = Field(
+        None, description="what moves on its own: none, left, right, up, down, approach, recede"
+    )
+    subject: MovingThing | None = Field(None, description="what moves; null: nothing named")
+
+
+class Shot(Readings):
+    start: float
+    end: float
+    sentence: str
+
+
+class Description(BaseModel):
+    sentence: str = Field(description="what happens, claiming nothing the readings do not")
+    shots: list[Shot]
+    cuts: list[float] | None = Field(
+        description="shot changes (s); null: samples too far apart to look (use a timeline)"
+    )
+
+
+class TimelineEntry(Readings):
     start: float
     end: float
     label: str
     score: float
+    sentence: str | None = None
 
 
 class ActivityItem(BaseModel):
@@ -122,6 +153,9 @@ class ActivityItem(BaseModel):
     score: float | None = None
     top_k: list[LabelScore] | None = None
     timeline: list[TimelineEntry] | None = Field(None, description="when asked (timeline=true)")
+    description: Description | None = Field(
+        None, description="shots, camera and object motion, what moves, and a sentence"
+    )
     error: str | None = Field(None, description="why this file got no label")
 
 

@@ -252,8 +252,13 @@ def test_video_activity_with_timeline(page):
     assert topk[0].text.startswith(label)
     rows = css_all(page, "#timeline tbody tr")
     assert rows
-    assert all(row.text.split()[-2] in classes for row in rows)
+    cells = [css_all(row, "td") for row in rows]
+    assert all(c[2].text in classes for c in cells)
+    assert all(c[4].text.endswith(".") for c in cells)  # each window's sentence
     assert len(css_all(page, "#timeline-strip > div")) == len(rows)
+    sentence = wait_for_text(page, "#clip-sentence")  # what happens in the clip, in words
+    assert sentence.endswith(".")
+    assert sentence[0].isupper()
     # The example clip is VP9 WebM: Chromium plays it (the page hides the player otherwise).
     deadline = time.monotonic() + 10
     state = page.execute_script("const v = document.getElementById('video'); return v.readyState")
