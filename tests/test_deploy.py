@@ -230,10 +230,13 @@ def test_image_installs_the_tested_torch_from_the_right_index(target):
         assert "TORCH_CUDA" in declared, "global ARGs need redeclaring"
     copies = [rest.split() for kw, rest in _build_steps(stages, target) if kw == "COPY"]
     assert any(c[0] == "constraints.txt" and c[-1].startswith("/src") for c in copies)
-    # The project itself: the runtime only (no [data], no [dev]) at the tested versions.
-    (install,) = [r for r in runs if re.search(r"pip install (\S+ )*/src(\[\S*\])?$", r.strip())]
+    # The project itself: the runtime (plus ONNX Runtime for the CPU encoder on the CPU image;
+    # never [data] or [dev]) at the tested versions.
+    pattern = r"pip install (\S+ )*\"?/src(\[\S*\])?\"?$"
+    (install,) = [r for r in runs if re.search(pattern, r.strip())]
     assert "-c /src/constraints.txt" in install
-    assert "/src[" not in install
+    extras = re.findall(r"/src\[([^\]]*)\]", install)
+    assert extras == (["export"] if target == "cpu" else [])
 
 
 def _build_steps(stages: dict[str, Stage], target: str) -> list[tuple[str, str]]:
