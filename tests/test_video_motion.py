@@ -196,6 +196,13 @@ def test_a_growing_cutout_approaches_and_a_shrinking_one_recedes(sizes, sign, la
     background = render(photo("astronaut"), steady((0, 0, 0, 0), 6))
     features = clip_motion(paste(background, PATCH, [(112, 112)] * 7, sizes))
     assert np.all(np.sign(column(features, "region_log_scale")) == sign)
+    # The corner tracks on the cup measure its own scale change more sharply than the flow.
+    tracked = column(features, "region_tracks") > 0
+    assert tracked.sum() >= 4
+    truth = np.diff(np.log(sizes))
+    measured = column(features, "region_track_log_scale")[tracked]
+    assert np.all(np.sign(measured) == sign)
+    assert np.abs(measured - truth[tracked]).max() < 0.5 * np.abs(truth).min()
     assert np.abs(column(features, "log_scale")).max() < 2e-3  # not a zoom: the rest is still
     labels = geometry_labels(features)
     assert (labels.camera, labels.object) == ("static", label)
@@ -210,6 +217,13 @@ def test_an_object_is_seen_moving_while_the_camera_pans() -> None:
     labels = geometry_labels(features)
     # Against the scene, the cup moves down and right (the view slides left under it).
     assert (labels.camera, labels.object) == ("pan_right", "down")
+
+
+def test_a_followed_subject_moves_against_the_background() -> None:
+    background = render(photo("astronaut"), steady((5, 0, 0, 0), 6))  # the camera turns left
+    frames = paste(background, PATCH, [(112, 120)] * 7, [50] * 7)  # the cup stays in frame
+    labels = geometry_labels(clip_motion(frames))
+    assert (labels.camera, labels.object) == ("pan_left", "left")
 
 
 def test_a_textured_thing_over_a_plain_wall_is_an_object_not_the_camera() -> None:

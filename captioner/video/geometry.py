@@ -22,8 +22,10 @@ coordinates: x to the right, y down; ``dx`` / ``dy`` are the content's shift bet
 - ``handheld``: small shifts that change direction, with no consistent drift.
 - ``static``: no camera motion at all.
 
-Object motion is the region's own motion in image coordinates: ``left`` = towards the left
-edge, ``up`` = towards the top; ``approach`` = the region grows, ``recede`` = it shrinks.
+Object motion is the region's own motion once the camera's is taken out, in image axes:
+``left`` = towards the left edge, ``up`` = towards the top; ``approach`` = the region grows,
+``recede`` = it shrinks. It is motion against the background: a walker whom a ``pan_left``
+follows keeps their place in the frame and still reads as ``left``.
 
 The rule compares every kind of motion as a displacement in fractions of the frame: a shift
 as it is, a scale change or a turn by how far it moves a point half a frame from the centre
@@ -37,6 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from captioner.video.motion import FIELD, MOTION_DIM
+from captioner.video.residual import MIN_REGION_TRACKS
+from captioner.video.tracking import MAX_CORNERS
 
 CAMERA_MOTIONS = (
     "static",
@@ -69,8 +73,10 @@ OBJECT_SCALE = {"approach": 1, "recede": -1}
 STILL = 0.003
 #: A move is consistent when the net displacement is at least this share of the path.
 CONSISTENT = 0.6
-#: An object moves when its mean displacement per pair reaches this (fraction of the frame).
+#: An object moves when its typical shift per pair reaches this (fraction of the frame) ...
 OBJECT_MOVES = 0.004
+#: ... or its typical scale change per pair (log) reaches this.
+OBJECT_SCALES = 0.015
 #: ... and a region was found in at least this share of the window's measured pairs.
 OBJECT_PRESENT = 0.5
 
@@ -99,10 +105,11 @@ def _check(features: np.ndarray) -> np.ndarray:
 
 
 def _drift(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(pairs, K) displacements -> per component: net mean, and net / path (consistency)."""
-    net = v.mean(axis=0)
+    """(pairs, K) displacements -> per component: the typical step (median: one odd pair does
+    not make a move) and its consistency, net displacement / path length (1: all one way)."""
     path = np.abs(v).mean(axis=0)
-    return net, np.where(path > 0, np.abs(net) / np.maximum(path, 1e-12), 0.0)
+    consistency = np.abs(v.mean(axis=0)) / np.maximum(path, 1e-12)
+    return np.median(v, axis=0), np.where(path > 0, consistency, 0.0)
 
 
 def _name(k: int, sign: int, shifts: dict, scales: dict) -> str:
@@ -131,7 +138,7 @@ def camera_label(features: np.ndarray) -> tuple[str, float]:
         ],
         axis=1,
     )  # (pairs, 4) displacement equivalents
-    moving = float(np.abs(v).max(axis=1).mean())
+    moving = float(np.median(np.abs(v).max(axis=1)))
     if moving < STILL:
         return "static", 1.0 - _margin(moving, STILL)
     net, consistency = _drift(v)
@@ -158,25 +165,28 @@ def object_label(features: np.ndarray) -> tuple[str, float]:
     if share < OBJECT_PRESENT:
         return "none", 1.0 - share
     r = f[present]
+    # The region's scale change: from the corner tracks on it where there are enough (sharp),
+    # else from the residual flow's divergence (which the background around an edge dilutes).
+    tracked = r[:, FIELD["region_tracks"]] * MAX_CORNERS >= MIN_REGION_TRACKS - 0.5
+    scale = np.where(
+        tracked, r[:, FIELD["region_track_log_scale"]], r[:, FIELD["region_log_scale"]]
+    )
     half = 0.5 * np.sqrt(
         np.clip(r[:, FIELD["region_x1"]] - r[:, FIELD["region_x0"]], 0, 1)
         * np.clip(r[:, FIELD["region_y1"]] - r[:, FIELD["region_y0"]], 0, 1)
     )
-    v = np.stack(
-        [
-            r[:, FIELD["region_dx"]],
-            r[:, FIELD["region_dy"]],
-            half * r[:, FIELD["region_log_scale"]],
-        ],
-        axis=1,
-    )  # (pairs with a region, 3) displacement equivalents
-    net, consistency = _drift(v)
-    k = int(np.argmax(np.abs(net)))
-    if abs(net[k]) < OBJECT_MOVES or consistency[k] < CONSISTENT:
+    v = np.stack([r[:, FIELD["region_dx"]], r[:, FIELD["region_dy"]], half * scale], axis=1)
+    net, consistency = _drift(v)  # (3,) each: shift x, shift y, edge shift from scaling
+    # A component counts when it clears its own bar; the largest (as a displacement) wins.
+    bars = np.array([OBJECT_MOVES, OBJECT_MOVES, OBJECT_SCALES])
+    typical = np.array([abs(net[0]), abs(net[1]), abs(float(np.median(scale)))])
+    clears = (typical >= bars) & (consistency >= CONSISTENT)
+    if not clears.any():
         # Something moves, but not one way (or too little): no direction to name.
-        return "none", float(1.0 - share * _margin(abs(net[k]), OBJECT_MOVES))
+        return "none", float(1.0 - share * _margin(float((typical / bars).max()), 1.0))
+    k = int(np.argmax(np.where(clears, np.abs(net), -1.0)))
     name = _name(k, 1 if net[k] > 0 else -1, OBJECT_SHIFT, OBJECT_SCALE)
-    return name, float(share * consistency[k] * _margin(abs(net[k]), OBJECT_MOVES))
+    return name, float(share * consistency[k] * _margin(typical[k], bars[k]))
 
 
 def geometry_labels(features: np.ndarray) -> GeometryLabels:
