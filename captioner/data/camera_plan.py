@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from captioner.video.geometry import CAMERA_MOTIONS, OBJECT_MOTIONS
+
 __all__ = [
     "CAMERA_MOTIONS",
     "FOLLOWS",
@@ -30,18 +32,6 @@ __all__ = [
     "plan_clip",
 ]
 
-CAMERA_MOTIONS: tuple[str, ...] = (
-    "static",
-    "handheld",
-    "pan_left",
-    "pan_right",
-    "tilt_up",
-    "tilt_down",
-    "zoom_in",
-    "zoom_out",
-    "roll",
-)
-OBJECT_MOTIONS: tuple[str, ...] = ("none", "left", "right", "up", "down", "approach", "recede")
 #: The object direction a camera move keeps in frame when it follows a subject.
 FOLLOWS: dict[str, str] = {
     "pan_left": "left",
