@@ -7,7 +7,7 @@ motion features, the geometry rule, the head on the moving region, shot cuts) an
 - camera motion top-1 against the rendered camera class, per class and overall (clips without
   a cut; a clip with a cut is scored on its first shot), beside the majority-class rate;
 - ``static`` kept under handheld jitter: neither "static" nor "handheld" said as a move;
-- object motion top-1 in the frame (``object_in_frame``) on clips with a moving cut-out;
+- object motion top-1 against the background (``object``) on clips with a moving cut-out;
 - what moves named: the sentence names the moving stamp's category (any of its words);
 - cuts: clips with a rendered cut whose description reports a cut within 0.3 s, and clips
   without one that report none.
@@ -72,9 +72,9 @@ def main() -> None:
             kept_static[1] += 1
             kept_static[0] += int(said in ("static", "handheld"))
         unsure += int(d["sentence"] == "Unsure.")
-        if clip["moves"] and clip["object_in_frame"] != "none":
+        if clip["moves"] and clip["object"] != "none":
             obj[1] += 1
-            obj[0] += int((first.get("motion") or {}).get("label") == clip["object_in_frame"])
+            obj[0] += int((first.get("motion") or {}).get("label") == clip["object"])
             named[1] += 1
             words = clip["moves"].lower().split()
             named[0] += int(any(w in d["sentence"].lower().split() for w in words))

@@ -159,7 +159,8 @@ def _facts(
     camera = Reading(labels.camera, labels.camera_score) if labels else None
     motion = Reading(labels.object, labels.object_score) if labels else None
     subject = None
-    if labels and labels.object != "none":
+    # the name costs an encoder pass: only where the motion is strong enough to be said
+    if labels and labels.object != "none" and labels.object_score >= SentenceConfig().probable:
         best = _best_region(shot.pairs)
         if best is not None:
             subject = region_subject(shot.frames[best], shot.pairs[best], classify, config)
@@ -231,6 +232,12 @@ def describe_clip(
     return {"sentence": sentence_text, "shots": shots, "cuts": cut_s if close else None}
 
 
+def _window_pairs(w: Sequence[int]) -> list[tuple[int, int]]:
+    """A window's measured pairs: every other consecutive pair (frames 0-1, 2-3, ...). The
+    gap stays one sample; half the pairs cost half, and a window still has 7-8 of them."""
+    return [(w[i], w[i + 1]) for i in range(0, len(w) - 1, 2)]
+
+
 def describe_windows(
     frames: np.ndarray,
     windows: Sequence[Sequence[int]],
@@ -242,10 +249,10 @@ def describe_windows(
     sentence: SentenceConfig | None = None,
 ) -> list[dict[str, Any]]:
     """Per timeline window (its positions into the (U, H, W, 3) distinct ``frames`` and their
-    (U, N, C) ``grids``): ``{"camera", "motion", "subject", "sentence"}``. Each consecutive pair
-    is measured once, however many windows share it."""
+    (U, N, C) ``grids``): ``{"camera", "motion", "subject", "sentence"}``. Each measured pair
+    (:func:`_window_pairs`) is measured once, however many windows share it."""
     cfg = config or GroundingConfig()
-    wanted = sorted({(w[i], w[i + 1]) for w in windows for i in range(len(w) - 1)})
+    wanted = sorted({k for w in windows for k in _window_pairs(w)})
     wanted = [(a, b) for a, b in wanted if a != b]
     vectors: dict[tuple[int, int], np.ndarray] = {}
     if wanted:
@@ -255,7 +262,7 @@ def describe_windows(
             vectors[key] = v
     out = []
     for w, (start, end) in zip(windows, spans, strict=True):
-        keys = [(w[i], w[i + 1]) for i in range(len(w) - 1) if w[i] != w[i + 1]]
+        keys = [k for k in _window_pairs(w) if k[0] != k[1]]
         pairs = np.stack([vectors[k] for k in keys]) if keys else np.zeros((0, MOTION_DIM))
         shot = _Shot(start, end, pairs, [grids[a] for a, _ in keys], [frames[a] for a, _ in keys])
         f, record = _facts(shot, head, classify, cfg)

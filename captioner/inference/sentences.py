@@ -132,14 +132,10 @@ def window_sentence(facts: WindowFacts, config: SentenceConfig | None = None) ->
     if camera and facts.scene and facts.camera and facts.camera.label in _MOVING_CAMERA:
         camera = f"{camera} over {facts.scene}"
     moves = _said(facts.motion, MOTION_PHRASES, cfg)
-    nothing_moves = (
-        facts.motion is not None and facts.motion.label == "none" and facts.motion.score >= cfg.sure
-    )
     parts: list[str] = []
+    # no "nothing moves": slow motion goes unmeasured, so its absence is not evidence
     if moves:
         parts.append(f"{_subject(facts.subject, cfg)} {moves}")
-    elif nothing_moves and facts.camera is not None and facts.camera.label == "static" and camera:
-        parts.append("nothing moves")
     if camera:
         parts.append(f"the camera {camera}")
     if not parts:
