@@ -56,6 +56,8 @@ bench: $(DEV)
 	$(BIN)/python bench/grounding_overhead.py
 	$(BIN)/python bench/omp_wait.py
 	$(BIN)/python bench/motion_cost.py
+	$(BIN)/python bench/describe_cost.py
+	$(BIN)/python bench/describe_accuracy.py
 
 clean:
 	rm -rf $(VENV) captions.jsonl activities.jsonl .pytest_cache
