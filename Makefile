@@ -58,6 +58,8 @@ bench: $(DEV)
 	$(BIN)/python bench/motion_cost.py
 	$(BIN)/python bench/describe_cost.py
 	$(BIN)/python bench/describe_accuracy.py
+	$(BIN)/python bench/encoder_runtime.py
+	$(BIN)/python bench/slow_clients.py
 
 clean:
 	rm -rf $(VENV) captions.jsonl activities.jsonl .pytest_cache
