@@ -162,7 +162,11 @@ def _onnx_for(encoder: Encoder, state: _Runtime, want: str) -> OnnxEncoder | Non
                 if want == "onnx":
                     raise
                 state.onnx, state.failed = None, str(exc)
-                log.warning("%s; encoder %s keeps torch", exc, encoder.name)
+                # a plain install has no ONNX Runtime: that is a choice, not a fault
+                plain = want == "auto" and "onnxruntime is not installed" in str(exc)
+                (log.info if plain else log.warning)(
+                    "%s; encoder %s keeps torch", exc, encoder.name
+                )
         return None
 
 
