@@ -242,7 +242,8 @@ class CaptionPipeline:
     def _slot_attention(
         self, features: torch.Tensor, nbest: list[list[Hypothesis]]
     ) -> dict[tuple[int, int], torch.Tensor]:
-        """(row, k) -> the (T, N) attention of each hypothesis that has a slot.
+        """(row, k) -> the (T, N) attention of each hypothesis that has a slot, its rows up to
+        the last slot (fewer than its words when the search did not keep the attention).
 
         Keeping every beam's attention through the search would slow it for all captions
         (the history is reordered at each step); instead the few captions with slots are
@@ -260,10 +261,12 @@ class CaptionPipeline:
             return {}
         if all(hyp.attention is not None for _, _, hyp in todo):  # the search kept it anyway
             return {(row, k): hyp.attention for row, k, hyp in todo}
-        steps = max(len(hyp.tokens) for _, _, hyp in todo)
+        # only the slots' rows are read: each caption is replayed up to its last slot
+        upto = [1 + max(t for t, w in enumerate(h.tokens) if w in self._slot_ids) for *_, h in todo]
+        steps = max(upto)
         tokens = torch.full((len(todo), steps), self.vocab.end_id, dtype=torch.long)
         for i, (_, _, hyp) in enumerate(todo):
-            tokens[i, : len(hyp.tokens)] = torch.tensor(hyp.tokens, dtype=torch.long)
+            tokens[i, : upto[i]] = torch.tensor(hyp.tokens[: upto[i]], dtype=torch.long)
         tokens = tokens.to(features.device)
         rows = torch.tensor([row for row, _, _ in todo], device=features.device)
         with self.precision_context():
@@ -275,7 +278,7 @@ class CaptionPipeline:
                 alphas.append(alpha.float())
                 prev = tokens[:, t]
         att = torch.stack(alphas, dim=1)  # (n, steps, N)
-        return {(row, k): att[i, : len(hyp.tokens)] for i, (row, k, hyp) in enumerate(todo)}
+        return {(row, k): att[i, : upto[i]] for i, (row, k, _) in enumerate(todo)}
 
     def _describe(
         self,
