@@ -60,6 +60,7 @@ bench: $(DEV)
 	$(BIN)/python bench/describe_accuracy.py
 	$(BIN)/python bench/encoder_runtime.py
 	$(BIN)/python bench/slow_clients.py
+	$(BIN)/python bench/clip_reading.py
 
 clean:
 	rm -rf $(VENV) captions.jsonl activities.jsonl .pytest_cache

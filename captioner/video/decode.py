@@ -2,12 +2,17 @@
 
 OpenCV's FFmpeg reader decodes every frame it grabs, so reading forward to frame ``t``
 decodes every frame before it. Seeking to ``t`` (``CAP_PROP_POS_FRAMES``) jumps back to
-the keyframe at or before ``t - 16`` and decodes forward from there. For a few frames
-spread over a long video seeking decodes far less; for dense frames reading forward does.
-A read is planned from the keyframe positions (a pass over the packets in OpenCV's raw
-mode, which decodes nothing, made only when some wanted frames lie far apart), and its
-decoding work is checked against ``VideoLimits.max_decode_pixels`` before any frame is
-decoded.
+the keyframe at or before ``t - 16`` and decodes forward from there, a fixed cost on top
+(flushing the decoder, the demuxer's seek) of about :data:`_SEEK_OVERHEAD` frames. A wanted
+frame is reached by seeking when that decodes fewer frames than reading on to it, and never
+when the seek would start at or before a frame already decoded (no frame is decoded twice).
+So frames few and far apart are seeked to, each reading on to the frames just after it (a
+sample's motion partner) without a second seek; dense frames (timelines) are one pass in
+order, in which frames not wanted are only grabbed, never converted or resized. A read is
+planned from the keyframe positions (a pass over the packets in OpenCV's raw mode, which
+decodes nothing, made only when some wanted frames lie far enough apart for a seek to pay),
+and its decoding work is checked against ``VideoLimits.max_decode_pixels`` before any frame
+is decoded.
 
 OpenCV's seek counts frames by timestamp, so it can land on another frame than reading
 in order would (variable frame rate, broken timestamps). Every seek is verified: the frame
@@ -34,7 +39,12 @@ from captioner.video.intake import VideoLimits, restrict_ffmpeg_protocols
 StopCheck = Callable[[], bool] | None
 
 _SEEK_BACKOFF = 16  # OpenCV's FFmpeg seek starts from the keyframe before target - 16
-_SCAN_GAP = 64  # no gap between wanted frames shorter than this pays for a keyframe scan
+# What a seek costs beyond the frames it decodes, in frames: 2-6 measured on MPEG-4 and VP9
+# at 320x240 (bench/clip_reading.py).
+_SEEK_OVERHEAD = 4
+# A seek decodes at least _SEEK_BACKOFF + 1 frames: no shorter gap can pay for one, so none
+# pays for a keyframe scan.
+_SCAN_GAP = _SEEK_BACKOFF + 1 + _SEEK_OVERHEAD
 _STOP_EVERY = 256  # packets between should_stop() checks while scanning
 _SAME_FRAME = 0.5  # a seek landed right when its timestamp is within half a frame
 
@@ -97,12 +107,12 @@ def plan_read(
 ) -> ReadPlan:
     """Plan reading the sorted, distinct frame indices ``targets``.
 
-    A wanted frame is reached by seeking when that decodes at most half the frames that
-    reading forward to it would; the first seek also reads frame 0, to learn when the
-    stream starts.
+    A wanted frame is reached by seeking when the seek's frames and overhead cost less than
+    reading forward to it, and the seek starts after the last frame decoded; the first
+    seek also reads frame 0, to learn when the stream starts.
     """
     forward = forward_plan(targets, frame_count)
-    if max(np.diff([-1, *targets])) < _SCAN_GAP:
+    if max(np.diff([-1, *targets])) <= _SCAN_GAP:
         return forward
     keyframes = scan_keyframes(path, targets[-1], should_stop, name)
     if not keyframes:
@@ -112,8 +122,9 @@ def plan_read(
     for target in targets:
         ahead = target - position
         k = bisect_right(keyframes, max(target - _SEEK_BACKOFF, 0))
-        cost = target - (keyframes[k - 1] if k else 0) + 1 + (position < 0)
-        if 2 * cost <= ahead:
+        start = keyframes[k - 1] if k else 0  # where OpenCV's seek starts decoding
+        cost = target - start + 1 + (position < 0)
+        if start > position and cost + _SEEK_OVERHEAD < ahead:
             seeks.add(target)
             frames += cost
         else:
@@ -274,12 +285,15 @@ def read_planned(
 
 
 def to_rgb(frame: np.ndarray, size: int | None) -> np.ndarray:
-    if frame.ndim == 2:
-        rgb = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-    elif frame.shape[2] == 4:
-        rgb = cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB)
-    else:
-        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    """A decoded BGR(A) or grey frame -> RGB, resized to ``size`` x ``size`` (area).
+
+    Resized first: area resizing treats channels alike, so the pixels are the same as
+    converting first, and the conversion then runs on the small frame.
+    """
     if size is not None:
-        rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
-    return rgb
+        frame = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+    if frame.ndim == 2:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+    if frame.shape[2] == 4:
+        return cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
