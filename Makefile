@@ -61,6 +61,7 @@ bench: $(DEV)
 	$(BIN)/python bench/encoder_runtime.py
 	$(BIN)/python bench/slow_clients.py
 	$(BIN)/python bench/clip_reading.py
+	$(BIN)/python bench/service_peers.py
 
 clean:
 	rm -rf $(VENV) captions.jsonl activities.jsonl .pytest_cache

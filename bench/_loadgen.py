@@ -65,7 +65,13 @@ def _get(url: str, timeout_s: float = 5.0) -> tuple[int, bytes]:
 
 
 class Server:
-    """``captioner serve`` on a free loopback port; a context manager that always stops it."""
+    """``captioner serve`` on a free loopback port; a context manager that always stops it.
+
+    Another server (a peer in a comparison) overrides :meth:`command` and ``ready_path``."""
+
+    ready_path = "/readyz"  # 200 once the server can answer
+    stop_signal = signal.SIGTERM  # what asks it to stop gracefully
+    own_group = False  # True: its own process group, killed whole once it has stopped
 
     def __init__(
         self,
@@ -83,12 +89,21 @@ class Server:
         self.ready_timeout_s = ready_timeout_s
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> Server:
+    def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "captioner", "serve", "--host", HOST, "--port"]
-        cmd += [str(self.port), *self.options]
+        return [*cmd, str(self.port), *self.options]
+
+    def __enter__(self) -> Server:
+        cmd = self.command()
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
-            self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                cmd,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=self.own_group,
+            )
         finally:
             if log is not subprocess.DEVNULL:
                 log.close()
@@ -110,11 +125,11 @@ class Server:
                 code = self.proc.returncode
                 raise RuntimeError(f"the server exited ({code}); {self._log_tail()}")
             with contextlib.suppress(OSError):
-                if _get(f"{self.base}/readyz", timeout_s=2.0)[0] == 200:
+                if _get(self.base + self.ready_path, timeout_s=2.0)[0] == 200:
                     return
             time.sleep(0.5)
         waited = f"{self.ready_timeout_s:.0f} s"
-        raise TimeoutError(f"/readyz not 200 after {waited}; {self._log_tail()}")
+        raise TimeoutError(f"{self.ready_path} not 200 after {waited}; {self._log_tail()}")
 
     def _log_tail(self) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -146,15 +161,20 @@ class Server:
         return out
 
     def stop(self, grace_s: float = 60.0) -> None:
-        """SIGTERM (uvicorn drains), then SIGKILL if it has not exited after ``grace_s``."""
-        if self.proc is None or self.proc.poll() is not None:
+        """``stop_signal`` (uvicorn drains), then SIGKILL if it has not exited after ``grace_s``;
+        with ``own_group``, then SIGKILL to whatever of its process group is left."""
+        if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        if self.proc.poll() is None:
+            self.proc.send_signal(self.stop_signal)
+            try:
+                self.proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self.own_group:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 def _client(connections: int, timeout_s: float) -> httpx.AsyncClient:

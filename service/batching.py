@@ -7,8 +7,14 @@ own, or an ``executor`` passed in: several batchers given the same single-thread
 hand it their batches in turn, so two models on one device never compute at once.
 
 A batch is dispatched as soon as it is full (``max_batch_size`` items, or ``max_batch_cost``
-total cost when ``cost`` is given), or ``max_wait_ms`` after its first item arrived. Items
-are taken in arrival order; an item whose own cost exceeds ``max_batch_cost`` runs alone.
+total cost when ``cost`` is given), or ``max_wait_ms`` after its first item arrived. A
+``coming`` hook (how many requests are uploading or decoding, not queued yet) refines that:
+while it announces some, a batch waits up to ``3 * max_wait_ms`` for them (they are known to be
+on their way); when it announces none and the batch before held a single item, a batch leaves
+at once (a lone client's requests never wait for company that is not coming). Under load (the
+batch before held more) a batch still waits its ``max_wait_ms``, since the clients whose
+answers just left are about to send again. Items are taken in arrival order; an item whose own
+cost exceeds ``max_batch_cost`` runs alone.
 
 Deadlines: ``timeout_s`` counts from ``submit()``. An item whose deadline passes while it is
 queued is never computed. If the deadline passes while its batch is computing, the caller
@@ -54,6 +60,7 @@ R = TypeVar("R")
 _RECENT_BATCHES = 16  # compute times kept for the Retry-After estimate
 _MIN_RETRY_AFTER_S = 1.0
 _DISCONNECT_CHECK_TIMEOUT_S = 1.0  # a hung is_disconnected() must not stall every request
+_ANNOUNCED_GRACE = 2.0  # max_wait_ms more a batch may wait while the coming hook announces some
 
 
 @dataclass(eq=False, slots=True)
@@ -83,6 +90,10 @@ class DynamicBatcher(Generic[T, R]):
         observer: metrics hooks, see :class:`BatchObserver`.
         executor: a shared model worker (a single-thread executor) to run ``fn`` on; the
             caller owns it and shuts it down. Omitted: the batcher starts its own thread.
+        coming: how many items are on their way (for example requests still uploading or
+            decoding): a batch waits longer for them, and leaves at once after a batch of one
+            when there are none. Call :meth:`wake` when it drops without a submit. Omitted:
+            always wait ``max_wait_ms``.
     """
 
     def __init__(
@@ -97,6 +108,7 @@ class DynamicBatcher(Generic[T, R]):
         name: str = "batcher",
         observer: BatchObserver | None = None,
         executor: Executor | None = None,
+        coming: Callable[[], int] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -114,6 +126,8 @@ class DynamicBatcher(Generic[T, R]):
         self._max_batch_cost = max_batch_cost
         self._name = name
         self._observer: BatchObserver = observer if observer is not None else NullObserver()
+        self._coming = coming
+        self._last_batch_size = 0
 
         self._queue: deque[_Pending] = deque()
         self._current: list[_Pending] = []  # taken off the queue, not yet delivered
@@ -167,6 +181,10 @@ class DynamicBatcher(Generic[T, R]):
         if self._current:
             ahead += 1
         return max(_MIN_RETRY_AFTER_S, per_batch * ahead)
+
+    def wake(self) -> None:
+        """Re-check the queue now (``coming`` may have dropped); call on the loop thread."""
+        self._wakeup.set()
 
     async def start(self) -> None:
         """Start the dispatch loop and the worker thread that runs ``fn`` (unless shared)."""
@@ -343,10 +361,25 @@ class DynamicBatcher(Generic[T, R]):
                 await self._wait_for_wakeup(None)
                 continue
             now = monotonic()
+            announced = self._announced()
             due = self._queue[0].enqueued_at + self._max_wait_s
-            if full or self._closing or now >= due:
+            if announced:  # requests on their way: worth a little more of a wait
+                due += self._max_wait_s * _ANNOUNCED_GRACE
+            alone = announced == 0 and self._last_batch_size <= 1  # light traffic, none coming
+            if full or self._closing or now >= due or alone:
+                self._last_batch_size = size
                 return [self._queue.popleft() for _ in range(size)]
             await self._wait_for_wakeup(due - now)
+
+    def _announced(self) -> int | None:
+        """Items the ``coming`` hook says are on their way; None without one (or if it fails)."""
+        if self._coming is None:
+            return None
+        try:
+            return max(0, int(self._coming()))
+        except Exception:  # a broken hook must not stall batches: wait as without one
+            log.warning("%s: coming() failed; waiting max_wait_ms", self._name, exc_info=True)
+            return None
 
     def _plan(self) -> tuple[int, bool]:
         """How many items from the queue's head the next batch takes, and whether it is full."""

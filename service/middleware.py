@@ -215,6 +215,7 @@ class _Body:
         self.admitted = False
         if admits:
             rt.uploading += 1
+            rt.expect(scope.setdefault("state", {}))
 
     async def receive(self) -> Message:
         if self.complete:  # later calls only wait for a disconnect
@@ -257,6 +258,7 @@ class _Body:
 
     def close(self) -> None:
         """Give back whichever slot the request holds (it ended, answered or not)."""
+        self.rt.arrived(self.scope.get("state"))
         if self.uploading:
             self.uploading = False
             self.rt.uploading -= 1

@@ -47,7 +47,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _runtime(request: Request) -> Runtime:
+async def _runtime(request: Request) -> Runtime:
+    # async: FastAPI runs a plain-def dependency in its threadpool, a thread hand-off per request
     return request.app.state.runtime
 
 

@@ -222,6 +222,9 @@ class Runtime:
         # Counted by UploadGate: bodies arriving, and requests admitted once their body is in.
         self.uploading = 0
         self.inflight = 0
+        # Inference requests whose items are not queued yet (uploading, parsing, decoding):
+        # what a batch that is not full may wait for; none on the way, it leaves at once.
+        self.coming = 0
         self.idle = IdleTrim(settings.idle_trim_s, lambda: self.inflight + self.uploading > 0)
         self._loading: asyncio.Task | None = None
         self._trimming: asyncio.Task | None = None
@@ -254,6 +257,19 @@ class Runtime:
             self.error = " ".join(f"{type(exc).__name__}: {exc}".split())
             log.exception("loading the models failed")
 
+    def expect(self, state: dict[str, Any]) -> None:
+        """An inference request has begun (UploadGate); ``state`` is its scope's state."""
+        state["coming"] = True
+        self.coming += 1
+
+    def arrived(self, state: dict[str, Any] | None) -> None:
+        """That request's items are queued, or it ended without them: stop waiting for it."""
+        if state is not None and state.pop("coming", False):
+            self.coming -= 1
+            if self.coming == 0:
+                for batcher in self.batchers.values():
+                    batcher.wake()
+
     def _worker(self, device: torch.device) -> ThreadPoolExecutor:
         key = str(device)
         if key not in self.workers:
@@ -263,7 +279,7 @@ class Runtime:
     async def _start_batchers(self) -> None:
         s = self.settings
         common = {"max_batch_size": s.max_batch_size, "max_wait_ms": s.max_wait_ms}
-        common |= {"max_queue": s.max_queue}
+        common |= {"max_queue": s.max_queue, "coming": lambda: self.coming}
         if (model := self.captioner) is not None:
             beam = model.default_search.beam_size
             self.batchers["caption"] = DynamicBatcher(
@@ -413,6 +429,7 @@ class Runtime:
 
     async def submit(self, name: str, job: Any, request: Request) -> Timed:
         left = self.time_left(request)
+        self.arrived(request.scope.get("state"))  # a request's other items are submitted with it
         if left <= 0:
             self.metrics.rejections.labels("deadline").inc()
             raise DeadlineExceeded("the deadline passed before the model was reached")

@@ -139,6 +139,88 @@ def test_partial_batch_runs_max_wait_after_its_first_item_even_while_items_keep_
     assert fn.batches[0][0] == -1
 
 
+def test_a_lone_client_never_waits_max_wait_when_nothing_else_is_coming() -> None:
+    fn = Doubler()
+
+    async def main() -> float:
+        b = DynamicBatcher(fn, max_batch_size=8, max_wait_ms=3000, coming=lambda: 0)
+        await b.start()
+        start = asyncio.get_running_loop().time()
+        for i in range(3):  # one request at a time, as a single client sends them
+            assert await b.submit(i) == 2 * i
+        elapsed = asyncio.get_running_loop().time() - start
+        await b.stop()
+        return elapsed
+
+    # Waiting for company would take 9 s (the hang guard is 10 s); without it, milliseconds.
+    assert run(main()) < 2.0
+    assert fn.batches == [[0], [1], [2]]
+
+
+def test_a_batch_waits_for_requests_on_their_way_and_leaves_when_they_stop_coming() -> None:
+    fn = Doubler()
+    on_the_way = [1]
+
+    async def main() -> None:
+        b = DynamicBatcher(fn, max_batch_size=8, max_wait_ms=3000, coming=lambda: on_the_way[0])
+        await b.start()
+        alone = asyncio.create_task(b.submit(3))
+        await asyncio.sleep(0.1)
+        assert not alone.done()  # another request is still uploading: wait for it
+        on_the_way[0] = 0  # that upload failed: no submit follows, only a wake-up
+        b.wake()
+        assert await asyncio.wait_for(alone, 1.0) == 6
+        on_the_way[0] = 1
+        first = asyncio.create_task(b.submit(1))
+        await asyncio.sleep(0.1)
+        assert not first.done()
+        on_the_way[0] = 0  # the awaited request arrives: the batch takes it and leaves
+        second = asyncio.create_task(b.submit(2))
+        assert await asyncio.wait_for(asyncio.gather(first, second), 1.0) == [2, 4]
+        await b.stop()
+
+    run(main())
+    assert fn.batches == [[3], [1, 2]]
+
+
+def test_announced_requests_hold_a_batch_a_little_past_max_wait_but_not_forever() -> None:
+    fn = Doubler()
+
+    async def main() -> None:
+        b = DynamicBatcher(fn, max_batch_size=8, max_wait_ms=100, coming=lambda: 1)
+        await b.start()
+        item = asyncio.create_task(b.submit(1))
+        await asyncio.sleep(0.15)
+        assert not item.done()  # past max_wait, but a request is uploading: it waits for it
+        assert await asyncio.wait_for(item, 2.0) == 2  # the announced one never came: it goes
+        await b.stop()
+
+    run(main())
+
+
+def test_under_load_a_batch_still_waits_to_fill_though_nothing_is_announced() -> None:
+    fn = Doubler(hold=True)
+
+    async def main() -> None:
+        b = DynamicBatcher(fn, max_batch_size=8, max_wait_ms=300, coming=lambda: 0)
+        await b.start()
+        a = asyncio.create_task(b.submit("a"))
+        await until(fn.started.is_set)
+        rest = [asyncio.create_task(b.submit(x)) for x in ("b", "c")]
+        await until(lambda: b.depth == 2)
+        fn.release.set()
+        await asyncio.gather(a, *rest)
+        # The batch before held two: clients just answered are about to send again.
+        d = asyncio.create_task(b.submit("d"))
+        await asyncio.sleep(0.05)
+        e = asyncio.create_task(b.submit("e"))
+        assert await asyncio.gather(d, e) == ["dd", "ee"]
+        await b.stop()
+
+    run(main())
+    assert fn.batches == [["a"], ["b", "c"], ["d", "e"]]
+
+
 def test_batch_cost_limits_batches_and_an_oversized_item_runs_alone() -> None:
     fn = Doubler(hold=True)
     obs = Recorder()

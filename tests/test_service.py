@@ -333,6 +333,22 @@ def test_full_queue_gets_429_with_retry_after_and_deadline_504() -> None:
         assert "deadline" in r.json()["detail"]
 
 
+def test_a_lone_client_does_not_wait_max_wait_ms_for_company() -> None:
+    # 4 s of batching wait: a lone client would pay it on every request without the hook
+    settings = _settings(max_wait_ms=4000.0, enable_activity=False)
+    with live_server(settings) as (base, _):
+        assert _post_image(base, SCENE).status_code == 200  # warm
+        took = []
+        for body in (SCENE.read_bytes(), b"not an image", CHELSEA.read_bytes()):
+            start = time.monotonic()
+            files = [("file", ("x.jpg", body, "image/jpeg"))]
+            r = httpx.post(f"{base}/v1/caption", files=files, timeout=60)
+            took.append((r.status_code, time.monotonic() - start))
+        assert [code for code, _ in took] == [200, 415, 200]
+        # a broken upload is announced and then never queued: it must not hold the next one
+        assert all(s < 3.0 for _, s in took), took
+
+
 def test_graceful_shutdown_finishes_requests_in_flight() -> None:
     settings = _settings(max_batch_size=4, max_wait_ms=50.0, enable_activity=False)
     with live_server(settings) as (base, server), cf.ThreadPoolExecutor(8) as pool:
