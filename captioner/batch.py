@@ -33,6 +33,7 @@ from captioner.inference import (
     check_timeline,
     error_record,
     load,
+    motion_reader,
     prepare_clip,
 )
 from captioner.media import IMAGE_SUFFIXES, MediaError
@@ -273,9 +274,13 @@ def label_videos(
     window: float | None = None,
     stride: float | None = None,
     model: ActivityClassifier | None = None,
+    motion: str | os.PathLike | None = "default",
     **run: Any,
 ) -> int:
     """Label every video under ``inputs``; returns 0, or 1 when no input could be labelled.
+
+    ``motion``: what reads the description's motion (a motion bundle folder, ``"default"``
+    for the shipped one, None or ``"geometry"`` for the geometry rule; ignored with ``model``).
 
     Records: ``{"path", "label", "score", "top_k"}`` (+ ``"timeline"``) or ``{"path", "error"}``.
     Videos are decoded with the classifier's own limits, as the Python API and the service do.
@@ -289,6 +294,8 @@ def label_videos(
     clf = model or load(bundle_path(bundle, "activity"), device=opts.device)
     if not isinstance(clf, ActivityClassifier):
         raise ValueError(f"{bundle} is not an activity bundle (task: caption)")
+    if model is None and motion != "default":
+        clf.motion = motion_reader(None if motion == "geometry" else motion)
     if timeline:
         window, stride = clf.timeline_window(window, stride)
 

@@ -115,6 +115,18 @@ def make_image(seed: int, size: int = 96) -> Image.Image:
     return img
 
 
+def save_stamp(path: Path, w: int, h: int, colour: tuple[int, int, int]) -> None:
+    """A stand-in Tux Paint stamp: a noisy ``colour`` ellipse on a transparent PNG."""
+    rng = np.random.default_rng(w * h)
+    rgb = np.clip(np.asarray(colour) + rng.normal(0, 40, (h, w, 3)), 0, 255).astype(np.uint8)
+    alpha = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(alpha).ellipse((1, 1, w - 2, h - 2), fill=255)
+    image = Image.fromarray(rgb).convert("RGBA")
+    image.putalpha(alpha)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+
+
 def save_image(path: Path, seed: int, fmt: str = "JPEG") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     make_image(seed).save(path, fmt)

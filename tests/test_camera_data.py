@@ -17,7 +17,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
 
 from captioner.data.camera import (
     CAMERA_MOTIONS,
@@ -32,6 +31,7 @@ from captioner.data.camera_plan import frame_transforms
 from captioner.data.synth import seeded_rng
 from captioner.data.videos import load_video_dataset
 from captioner.video import decode_clip, probe_video, read_frames
+from tests.conftest import save_stamp
 
 SIZE = 96
 FRAMES = 8
@@ -43,22 +43,11 @@ FAKE = {
 }
 
 
-def _stamp(path: Path, w: int, h: int, colour: tuple[int, int, int]) -> None:
-    rng = np.random.default_rng(w * h)
-    rgb = np.clip(np.asarray(colour) + rng.normal(0, 40, (h, w, 3)), 0, 255).astype(np.uint8)
-    alpha = Image.new("L", (w, h), 0)
-    ImageDraw.Draw(alpha).ellipse((1, 1, w - 2, h - 2), fill=255)
-    image = Image.fromarray(rgb).convert("RGBA")
-    image.putalpha(alpha)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-
-
 @pytest.fixture(scope="module")
 def stamps(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("stamps")
     for key, (w, h, colour) in FAKE.items():
-        _stamp(root / f"{key}.png", w, h, colour)
+        save_stamp(root / f"{key}.png", w, h, colour)
     return root
 
 

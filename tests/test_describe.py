@@ -100,3 +100,40 @@ def test_motion_pairs_stay_inside_the_clip() -> None:
     assert all(b > a for a, b in zip(firsts, seconds, strict=True))
     one = motion_pairs([0], fps=12.0, frame_count=1)
     assert one == ([0], [0])
+
+
+def test_the_shipped_motion_model_reads_the_motion_and_says_so(clf, clips) -> None:
+    assert clf.motion is not None  # weights/motion-default is the default
+    d = clf.classify(clips["pan_left"]).description
+    assert d["source"] == clf.motion.name == "motion-default"
+    timeline = clf.classify(clips["pan_left"], timeline=True, window=1.0, stride=0.5)
+    assert timeline.description["source"] == "motion-default"
+    assert all(w["camera"]["label"] == "pan_left" for w in timeline.timeline)
+
+
+def test_the_command_reads_motion_with_the_model_or_the_rule(clips, tmp_path, caplog) -> None:
+    import json
+
+    from captioner.cli import main
+
+    sources = {}
+    for motion in ("default", "geometry"):
+        out = tmp_path / f"{motion}.jsonl"
+        argv = ["activity", str(clips["pan_right"]), "--motion", motion, "--out", str(out)]
+        assert main([*argv, "--workers", "0", "-q"]) == 0
+        (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+        sources[motion] = record["description"]["source"]
+        assert "pans right" in record["description"]["sentence"], record["description"]
+    assert sources == {"default": "motion-default", "geometry": "geometry"}
+    assert main(["activity", str(clips["pan_right"]), "--motion", str(tmp_path), "-q"]) == 2
+    assert "no bundle" in caplog.text
+
+
+def test_without_a_motion_model_the_geometry_rule_reads_it(clips) -> None:
+    bundle = captioner.default_bundle_dir("activity")
+    geometry = captioner.ActivityClassifier.from_bundle(bundle, "cpu", motion=None)
+    assert geometry.motion is None
+    d = geometry.classify(clips["pan_right"]).description
+    assert d["source"] == "geometry"
+    assert d["shots"][0]["camera"]["label"] == "pan_right"
+    assert "pans right" in d["sentence"]

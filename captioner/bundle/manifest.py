@@ -18,10 +18,10 @@ from captioner.encoders import Encoder, Preprocess
 
 FORMAT = "captioner-bundle"
 FORMAT_VERSION = 1
-TASKS = ("caption", "activity")
+TASKS = ("caption", "activity", "motion")
 MANIFEST = "manifest.json"
 #: ``name`` of a manifest that has none (what the models called themselves before it was typed)
-DEFAULT_NAMES = {"caption": "captioner", "activity": "activity"}
+DEFAULT_NAMES = {"caption": "captioner", "activity": "activity", "motion": "motion"}
 DEFAULT_NUM_FRAMES = 16
 
 _REQUIRED: Any = object()
@@ -188,10 +188,12 @@ class Manifest:
     task: str
     name: str
     version: str
-    encoder: EncoderEntry
+    encoder: EncoderEntry | None  # None: a motion bundle (it reads motion features, no pixels)
     model: dict  # the model config's to_dict(), read by its own from_dict
     vocabulary: dict | None = None  # caption bundles
     classes: list[str] | None = None  # activity bundles
+    heads: dict[str, list[str]] | None = None  # motion bundles: head name -> its class names
+    inputs: dict = field(default_factory=dict)  # what a motion bundle reads (feature fields...)
     decoding: dict = field(default_factory=dict)  # search defaults of a caption bundle
     sampling: dict = field(default_factory=dict)  # frame sampling of an activity bundle
     training: dict = field(default_factory=dict)  # how it was trained (free form)
@@ -242,12 +244,14 @@ class Manifest:
     def to_dict(self) -> dict:
         """The JSON object of ``manifest.json`` (format and files included, when known)."""
         out: dict = {"format": FORMAT, "format_version": FORMAT_VERSION, "task": self.task}
-        out.update(name=self.name, version=self.version, encoder=self.encoder.to_dict())
+        out.update(name=self.name, version=self.version)
+        if self.encoder is not None:
+            out["encoder"] = self.encoder.to_dict()
         out["model"] = self.model
-        for key in ("vocabulary", "classes"):
+        for key in ("vocabulary", "classes", "heads"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
-        for key in ("decoding", "sampling", "training", "metrics"):
+        for key in ("inputs", "decoding", "sampling", "training", "metrics"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
         out.update(self.extra)
@@ -262,13 +266,21 @@ class Manifest:
         r.get("format", lambda v: v == FORMAT, repr(FORMAT), FORMAT)
         r.get("format_version", lambda v: v == FORMAT_VERSION, str(FORMAT_VERSION), FORMAT_VERSION)
         task = r.get("task", lambda v: v in TASKS, f"one of {TASKS}")
-        vocabulary = r.obj("vocabulary", None if task == "activity" else _REQUIRED)
+        vocabulary = r.obj("vocabulary", _REQUIRED if task == "caption" else None)
         if vocabulary is not None:
             r.sub("vocabulary").get("tokens", _is_strings, "a non-empty list of strings")
         classes = r.get(
             "classes", _is_distinct_strings, "a list of distinct class names",
-            None if task == "caption" else _REQUIRED,
+            _REQUIRED if task == "activity" else None,
         )  # fmt: skip
+        heads = r.sub("heads", _REQUIRED if task == "motion" else {})
+        if task == "motion" and not heads.data:
+            heads.fail("must name each head's classes", "")
+        for head in heads.data:
+            heads.get(head, _is_distinct_strings, "a list of distinct class names")
+        inputs = r.sub("inputs", _REQUIRED if task == "motion" else {})
+        if task == "motion":
+            inputs.get("fields", _is_distinct_strings, "a list of distinct feature names")
         decoding = r.sub("decoding", {})
         decoding.count("beam_size", None)
         decoding.count("max_len", None)
@@ -285,15 +297,18 @@ class Manifest:
         for name in files.data:
             entry = files.sub(name)
             entry.get("sha256", lambda v: isinstance(v, str), "a hex digest string")
+        encoder = r.obj("encoder", None if task == "motion" else _REQUIRED)
         known = {f for f in cls.__dataclass_fields__ if f != "extra"} | {"format", "format_version"}
         return cls(
             task=task,
             name=r.text("name", DEFAULT_NAMES[task]),
             version=r.get("version", lambda v: isinstance(v, str), "a string", ""),
-            encoder=EncoderEntry.from_dict(r.obj("encoder"), where),
+            encoder=None if encoder is None else EncoderEntry.from_dict(encoder, where),
             model=r.obj("model"),
             vocabulary=vocabulary,
             classes=classes,
+            heads=heads.data or None,
+            inputs=inputs.data,
             decoding=decoding.data,
             sampling=sampling.data,
             training=r.obj("training", {}),

@@ -90,6 +90,12 @@ def add_activity(sub) -> None:
     p.add_argument("paths", nargs="+", help="video files, folders (recursive) or globs")
     p.add_argument("--bundle", help=bundle_help("activity"))
     p.add_argument("--top-k", type=positive, default=5, help="labels listed per video")
+    p.add_argument(
+        "--motion",
+        default="default",
+        help="what reads the description's camera and object motion: a motion bundle folder, "
+        "'geometry' for the no-learning rule (default: the shipped weights/motion-default)",
+    )
     p.add_argument("--timeline", action="store_true", help="also label sliding windows")
     p.add_argument(
         "--window",
@@ -127,6 +133,7 @@ def _cmd_activity(args: argparse.Namespace) -> int:
         args.paths,
         bundle=args.bundle,
         top_k=args.top_k,
+        motion=args.motion,
         timeline=args.timeline,
         window=args.window,
         stride=args.stride,

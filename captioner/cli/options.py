@@ -123,8 +123,9 @@ def training_run(args: argparse.Namespace, monitor: str) -> dict:
 
     if args.tensorboard:
         require_tensorboard()  # fail now, not after the feature cache is built
+    encoder = {"encoder_name": args.encoder} if getattr(args, "encoder", None) else {}
     return {
-        "encoder_name": args.encoder,
+        **encoder,  # a motion model has none: it reads motion features
         "train_cfg": TrainConfig(
             epochs=args.epochs,
             lr=args.lr,

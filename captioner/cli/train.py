@@ -162,6 +162,38 @@ def add_train(sub) -> None:
     a.add_argument("--dropout", type=float, default=0.3, help="dropout before the classifier")
     add_run_options(a, epochs=30, batch_size=16, lr=1e-3, patience=8, name="activity")
     a.set_defaults(func=_cmd_train_activity)
+    _add_train_motion(tsub)
+
+
+def _add_train_motion(tsub) -> None:
+    m = tsub.add_parser(
+        "motion",
+        help="train the motion stream (camera and object motion from motion features)",
+        description="Train a small GRU/LSTM over the per-pair motion features of clips "
+        "rendered by 'captioner data camera' (DIR/train.json, DIR/val.json): a camera head and "
+        "an object-motion head. Features are measured once per clip (played forwards and "
+        "backwards, as rendered and mirrored) and cached.",
+    )
+    m.add_argument("--data", required=True, help="a 'captioner data camera' output folder")
+    m.add_argument("--out", required=True, help="bundle folder to write")
+    m.add_argument("--train-split", default="train", help="split file DATA/SPLIT.json to train on")
+    m.add_argument("--val-split", default="val", help="split to validate and stop early on")
+    m.add_argument(
+        "--frame-size",
+        type=positive,
+        help="pixels frames are read at (default: the shipped activity model's input size, "
+        "the size the description measures motion at)",
+    )
+    m.add_argument("--rnn", choices=("gru", "lstm"), default="gru", help="recurrent cell")
+    m.add_argument("--layers", type=positive, default=1, help="recurrent layers")
+    m.add_argument("--hidden-dim", type=positive, default=64, help="recurrent state size")
+    m.add_argument("--embed-dim", type=positive, default=64, help="per-pair embedding size")
+    m.add_argument(
+        "--one-way", action="store_true", help="read the pairs forwards only (not both ways)"
+    )
+    m.add_argument("--dropout", type=float, default=0.1, help="dropout before the heads")
+    add_run_options(m, epochs=60, batch_size=64, lr=2e-3, patience=12, name="motion")
+    m.set_defaults(func=_cmd_train_motion)
 
 
 def _cmd_train_caption(args: argparse.Namespace) -> int:
@@ -227,4 +259,24 @@ def _cmd_train_activity(args: argparse.Namespace) -> int:
         opts=opts,
         run=RunConfig(**training_run(args, "top1")),
     )
+    return report_bundle(out)
+
+
+def _cmd_train_motion(args: argparse.Namespace) -> int:
+    from captioner.training.loop import RunConfig
+    from captioner.training.motion import MotionOptions, train_motion
+
+    opts = MotionOptions(
+        embed_dim=args.embed_dim,
+        hidden_dim=args.hidden_dim,
+        layers=args.layers,
+        rnn=args.rnn,
+        bidirectional=not args.one_way,
+        dropout=args.dropout,
+        batch_size=args.batch_size,
+        frame_size=args.frame_size,
+        train_split=args.train_split,
+        val_split=args.val_split,
+    )
+    out = train_motion(args.data, args.out, opts, RunConfig(**training_run(args, "top1")))
     return report_bundle(out)

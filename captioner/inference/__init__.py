@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from captioner.bundle import load_bundle
+from captioner.bundle import BundleError, load_bundle
 from captioner.decoding import check_n_best
 from captioner.inference.activity import (
     ActivityClassifier,
@@ -36,6 +36,7 @@ from captioner.inference.common import (
     prepare_encoder,
     resolve_device,
 )
+from captioner.inference.motion_model import MotionReader, motion_reader
 from captioner.inference.registry import ModelInfo, bundle_path, list_models
 from captioner.inference.results import (
     ActivityResult,
@@ -54,6 +55,7 @@ __all__ = [
     "ErrorResult",
     "ImageSource",
     "ModelInfo",
+    "MotionReader",
     "VideoSource",
     "autocast",
     "bundle_path",
@@ -66,6 +68,7 @@ __all__ = [
     "is_single_image",
     "list_models",
     "load",
+    "motion_reader",
     "precision_name",
     "prepare_clip",
     "prepare_encoder",
@@ -84,6 +87,11 @@ def load(
     always a folder; an unknown name is a BundleError listing the names.
     """
     bundle = load_bundle(bundle_path(path, "caption"))
+    if bundle.task == "motion":
+        raise BundleError(
+            f"{bundle.path} is a motion bundle, a part of the activity pipeline: load an "
+            "activity model with it (ActivityClassifier.from_bundle(..., motion=PATH))"
+        )
     if bundle.task == "caption":
         return Captioner.from_bundle(bundle, device=device)
     return ActivityClassifier.from_bundle(bundle, device=device)

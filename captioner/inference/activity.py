@@ -33,6 +33,7 @@ from captioner.inference.common import (
     resolve_device,
 )
 from captioner.inference.describe import crop_classifier, describe_prepared, motion_pairs
+from captioner.inference.motion_model import MotionSource, motion_reader
 from captioner.inference.results import ActivityResult, ErrorResult, Errors, check_errors
 from captioner.media import MediaError
 from captioner.models.activity import ActivityModel, ActivityModelConfig
@@ -157,14 +158,13 @@ def prepare_clip(
     def pick(indices: Sequence[int]) -> torch.Tensor:
         return torch.from_numpy(decoded[[at[i] for i in indices]]).permute(0, 3, 1, 2)
 
-    pairs = (pick(firsts), pick(seconds)) if describe else None
     pos = {idx: k for k, idx in enumerate(unique)}
     return ClipInput(
         frames=pick(unique),
         clip=[pos[i] for i in clip],
         windows=None if windows is None else [[pos[i] for i in w] for w in windows],
         spans=spans,
-        pairs=pairs,
+        pairs=(pick(firsts), pick(seconds)) if describe else None,
         times=[float(stamps[at[i]]) for i in unique],
     )
 
@@ -181,9 +181,7 @@ def clip_probabilities(
         chunk = features[s : s + batch_size].to(device, non_blocking=True).float()
         with autocast(device):
             out.append(model.probabilities(chunk).float().cpu())
-    if not out:
-        return torch.zeros(0, model.config.num_classes)
-    return torch.cat(out)
+    return torch.cat(out) if out else torch.zeros(0, model.config.num_classes)
 
 
 class ActivityClassifier(BundleModel):
@@ -203,9 +201,11 @@ class ActivityClassifier(BundleModel):
         device: str | torch.device = "auto",
         limits: VideoLimits = DEFAULT_VIDEO_LIMITS,
         describe: bool = True,
+        motion: MotionSource = "default",
     ):
         self.device = resolve_device(device)
         self.describe = describe  # also measure the motion and say what happens (describe.py)
+        self.motion = motion_reader(motion)  # reads the motion; None: the geometry rule
         self.encoder = prepare_encoder(encoder, self.device)
         self.model = model.eval().to(self.device)
         self.classes = list(classes)
@@ -220,18 +220,20 @@ class ActivityClassifier(BundleModel):
 
     @classmethod
     def from_bundle(
-        cls, bundle: str | os.PathLike | Bundle, device: str | torch.device = "auto"
+        cls,
+        bundle: str | os.PathLike | Bundle,
+        device: str | torch.device = "auto",
+        motion: MotionSource = "default",
     ) -> ActivityClassifier:
-        """Load an activity bundle (hash-checked) and its encoder."""
+        """Load an activity bundle (hash-checked), its encoder and ``motion`` (motion_reader)."""
         b = open_bundle(bundle, "activity")
-        spec = b.spec
-        config = manifest_part(b, lambda: ActivityModelConfig.from_dict(spec.model))
-        classes = list(spec.classes or [])
+        config = manifest_part(b, lambda: ActivityModelConfig.from_dict(b.spec.model))
+        classes = list(b.spec.classes or [])
         encoder = bundle_encoder(b)
         if len(classes) != config.num_classes:
             raise BundleError(f"{b.path}: {len(classes)} class names for {config.num_classes}")
         model = bundle_module(b, ActivityModel(config), "model.safetensors", "activity model")
-        return cls(encoder, model, classes, manifest=spec, device=device)
+        return cls(encoder, model, classes, manifest=b.spec, device=device, motion=motion)
 
     @property
     def size(self) -> int:
@@ -364,8 +366,9 @@ class ActivityClassifier(BundleModel):
         head = getattr(self.encoder, "head", None)
         classify = crop_classifier(self.encoder, self.device) if head is not None else None
         result.description, said = describe_prepared(
-            it.frames, it.clip, it.windows, it.spans, it.pairs, it.times, grids, head, classify
-        )
+            it.frames, it.clip, it.windows, it.spans, it.pairs, it.times, grids, head, classify,
+            self.motion,
+        )  # fmt: skip
         for entry, words in zip(result.timeline or [], said or [], strict=True):
             entry.update(words)
 

@@ -1,8 +1,10 @@
 """What happens in a clip, in words: its shots, how the camera moves, what moves and how.
 
 The readings come from measured motion (:mod:`captioner.video.motion`: the camera's global
-transform and the residual flow after it), read by the geometry rule
-(:mod:`captioner.video.geometry`), the honest no-learning baseline. What moves is named by
+transform and the residual flow after it), read by a learned motion model when one is given
+(:mod:`captioner.inference.motion_model`, softmax probabilities as scores), else by the
+geometry rule (:mod:`captioner.video.geometry`), the honest no-learning baseline; the
+description's ``source`` names which. What moves is named by
 the encoder and its ImageNet head on the moving region cut from the frame (the person signal
 first, as in the captions; one encoder pass per shot or window with a moving thing). Shot cuts
 come from colour-histogram jumps (:mod:`captioner.video.shots`).
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 
 from captioner.inference.evidence import Evidence, GroundingConfig, scene_table
+from captioner.inference.motion_model import GEOMETRY, MotionReader
 from captioner.inference.sentences import (
     Reading,
     SentenceConfig,
@@ -153,9 +156,15 @@ def _scene(grid: torch.Tensor, head: Any, config: GroundingConfig) -> str | None
 
 
 def _facts(
-    shot: _Shot, head: Any, classify: Classify | None, config: GroundingConfig
+    shot: _Shot,
+    head: Any,
+    classify: Classify | None,
+    config: GroundingConfig,
+    motion: MotionReader | None = None,
 ) -> tuple[WindowFacts, dict]:
-    labels = geometry_labels(shot.pairs) if len(shot.pairs) else None
+    labels = None
+    if len(shot.pairs):
+        labels = geometry_labels(shot.pairs) if motion is None else motion.read(shot.pairs)
     camera = Reading(labels.camera, labels.camera_score) if labels else None
     motion = Reading(labels.object, labels.object_score) if labels else None
     subject = None
@@ -190,16 +199,20 @@ def describe_clip(
     config: GroundingConfig | None = None,
     sentence: SentenceConfig | None = None,
     cut_times: Sequence[float] | None = None,
+    motion: MotionReader | None = None,
 ) -> dict[str, Any]:
     """The whole clip's description from its T sampled ``frames`` (T, H, W, 3), each one's
-    ``partner`` frame :data:`PARTNER_GAP_S` later, their ``times`` (s) and encoder ``grids``.
+    ``partner`` frame :data:`PARTNER_GAP_S` later, their ``times`` (s) and encoder ``grids``;
+    the camera and object readings from ``motion`` (None: the geometry rule).
 
     -> ``{"sentence", "shots": [{"start", "end", "camera", "motion", "subject",
-    "sentence"}], "cuts": [seconds] or None}``; ``cuts`` is None where the samples lie too far
-    apart to look for cuts (over :data:`MAX_CUT_GAP_S`)."""
+    "sentence"}], "cuts": [seconds] or None, "source"}``; ``cuts`` is None where the samples
+    lie too far apart to look for cuts (over :data:`MAX_CUT_GAP_S`); ``source`` names what
+    made the readings (the motion model's name, or ``"geometry"``)."""
     cfg = config or GroundingConfig()
+    source = GEOMETRY if motion is None else motion.name
     if len(frames) == 0:
-        return {"sentence": "Unsure.", "shots": [], "cuts": []}
+        return {"sentence": "Unsure.", "shots": [], "cuts": [], "source": source}
     pairs = pair_vectors(frames, partners)
     # samples far apart change colour in any moving shot: cuts are only looked for among close
     # ones (a timeline's windows sample densely; see describe_windows)
@@ -222,14 +235,19 @@ def describe_clip(
         start = 0.0 if k == 0 else cut_s[k - 1]
         end = times[-1] + PARTNER_GAP_S if k == len(edges) - 2 else cut_s[k]
         shot = _Shot(start, end, pairs[a:b], list(grids[a:b]), list(frames[a:b]))
-        f, record = _facts(shot, head, classify, cfg)
+        f, record = _facts(shot, head, classify, cfg, motion)
         facts.append(f)
         shots.append(
             {"start": round(start, 3), "end": round(end, 3), **record,
              "sentence": window_sentence(f, sentence)}
         )  # fmt: skip
     sentence_text = clip_sentence(facts, cut_s, sentence)
-    return {"sentence": sentence_text, "shots": shots, "cuts": cut_s if close else None}
+    return {
+        "sentence": sentence_text,
+        "shots": shots,
+        "cuts": cut_s if close else None,
+        "source": source,
+    }
 
 
 def _window_pairs(w: Sequence[int]) -> list[tuple[int, int]]:
@@ -247,10 +265,12 @@ def describe_windows(
     classify: Classify | None = None,
     config: GroundingConfig | None = None,
     sentence: SentenceConfig | None = None,
+    motion: MotionReader | None = None,
 ) -> list[dict[str, Any]]:
     """Per timeline window (its positions into the (U, H, W, 3) distinct ``frames`` and their
-    (U, N, C) ``grids``): ``{"camera", "motion", "subject", "sentence"}``. Each measured pair
-    (:func:`_window_pairs`) is measured once, however many windows share it."""
+    (U, N, C) ``grids``): ``{"camera", "motion", "subject", "sentence"}``, read by ``motion``
+    (None: the geometry rule). Each measured pair (:func:`_window_pairs`) is measured once,
+    however many windows share it."""
     cfg = config or GroundingConfig()
     wanted = sorted({k for w in windows for k in _window_pairs(w)})
     wanted = [(a, b) for a, b in wanted if a != b]
@@ -265,7 +285,7 @@ def describe_windows(
         keys = [k for k in _window_pairs(w) if k[0] != k[1]]
         pairs = np.stack([vectors[k] for k in keys]) if keys else np.zeros((0, MOTION_DIM))
         shot = _Shot(start, end, pairs, [grids[a] for a, _ in keys], [frames[a] for a, _ in keys])
-        f, record = _facts(shot, head, classify, cfg)
+        f, record = _facts(shot, head, classify, cfg, motion)
         out.append({**record, "sentence": window_sentence(f, sentence)})
     return out
 
@@ -296,10 +316,12 @@ def describe_prepared(
     grids: torch.Tensor,
     head: Any,
     classify: Classify | None,
+    motion: MotionReader | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
     """A decoded clip's description and (with timeline ``windows``) each window's words, from
     its (U, 3, S, S) uint8 distinct ``frames``, the ``clip``'s positions into them, the clip's
-    motion ``pairs``, every frame's ``times`` and the (U, N, C) ``grids``."""
+    motion ``pairs``, every frame's ``times`` and the (U, N, C) ``grids``; readings by
+    ``motion`` (None: the geometry rule)."""
     hwc = frames.permute(0, 2, 3, 1).numpy()  # (U, S, S, 3)
     cuts = None
     if windows is not None:  # a timeline samples densely: cuts are looked for there
@@ -313,8 +335,9 @@ def describe_prepared(
         head,
         classify,
         cut_times=cuts,
+        motion=motion,
     )
     said = None
     if windows is not None and spans is not None:
-        said = describe_windows(hwc, windows, spans, grids, head, classify)
+        said = describe_windows(hwc, windows, spans, grids, head, classify, motion=motion)
     return description, said

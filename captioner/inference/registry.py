@@ -11,10 +11,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from captioner.bundle import MANIFEST, TASKS, BundleError, read_spec, shipped_bundle_dir
+from captioner.bundle import MANIFEST, BundleError, read_spec, shipped_bundle_dir
 from captioner.inference.common import default_bundle_dir
 
-__all__ = ["ModelInfo", "bundle_path", "list_models", "model_names"]
+__all__ = ["MODEL_TASKS", "ModelInfo", "bundle_path", "list_models", "model_names"]
+
+#: The tasks :func:`captioner.load` gives a model for. A ``motion`` bundle is not one: it is a
+#: part the activity pipeline loads (``ActivityClassifier(..., motion=...)``).
+MODEL_TASKS = ("caption", "activity")
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ class ModelInfo:
 
 def model_names() -> list[str]:
     """Every name :func:`bundle_path` knows: the tasks, then the shipped bundles."""
-    return [*TASKS, *(f"{task}-default" for task in TASKS)]
+    return [*MODEL_TASKS, *(f"{task}-default" for task in MODEL_TASKS)]
 
 
 def bundle_path(model: str | os.PathLike | None = None, task: str = "caption") -> Path:
@@ -49,9 +53,9 @@ def bundle_path(model: str | os.PathLike | None = None, task: str = "caption") -
     text = os.fsdecode(model)
     if Path(text).exists():
         return Path(text)
-    if text in TASKS:
+    if text in MODEL_TASKS:
         return default_bundle_dir(text)
-    if text.endswith("-default") and text.removesuffix("-default") in TASKS:
+    if text.endswith("-default") and text.removesuffix("-default") in MODEL_TASKS:
         return shipped_bundle_dir(text.removesuffix("-default"))
     if os.sep in text or "/" in text or text.endswith(MANIFEST):
         return Path(text)  # meant as a path: the loader's error names the missing folder
@@ -68,7 +72,7 @@ def list_models() -> list[ModelInfo]:
     makes another folder the task's default: the shipped one then has no alias.
     """
     out = []
-    for task in TASKS:
+    for task in MODEL_TASKS:
         folder = shipped_bundle_dir(task)
         try:
             spec = read_spec(folder)
