@@ -62,6 +62,7 @@ bench: $(DEV)
 	$(BIN)/python bench/slow_clients.py
 	$(BIN)/python bench/clip_reading.py
 	$(BIN)/python bench/service_peers.py
+	$(BIN)/python bench/ray_engine.py
 
 clean:
 	rm -rf $(VENV) captions.jsonl activities.jsonl .pytest_cache

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch.utils.data import Dataset
@@ -44,6 +44,16 @@ from captioner.video import VIDEO_SUFFIXES, VideoLimits
 if TYPE_CHECKING:
     from captioner.shard import Shard
 
+
+class Engine(Protocol):
+    """Runs a :class:`FolderJob` somewhere else than this process's DataLoader (a Ray
+    cluster, ...), writing the same rows; :func:`run_job` is the local one."""
+
+    def run(self, job: FolderJob, writer: RecordWriter, run: RunOptions) -> tuple[int, int]:
+        """Write one row per planned input to ``writer``; -> (ok, failed)."""
+        ...
+
+
 log = logging.getLogger(__name__)
 
 
@@ -62,6 +72,7 @@ class RunOptions:
     resume: bool = False  # skip the inputs already in ``out`` and append to it
     progress: bool = True
     shard: Shard | None = None  # only this shard's contiguous block of the inputs
+    engine: Engine | None = None  # runs the job elsewhere (e.g. RayEngine); None: here
 
     @classmethod
     def of(cls, keywords: dict[str, Any], batch_size: int) -> RunOptions:
@@ -83,18 +94,21 @@ class FolderJob:
 
     inputs: Sequence[str]
     suffixes: frozenset[str]
+    #: paths -> a Dataset of decoded items; holds no model, so it can travel to other
+    #: processes (an engine's decoding tasks)
     make_dataset: Callable[[list[Path]], Dataset]
     infer: Callable[[Any, list[Path]], list[dict]]
     desc: str = "working"
     done: str = "did"
     noun: str = "files"
+    csv_fields: Sequence[str] = CSV_FIELDS
+    #: How another process builds the same job: ``(task, keywords of job_from_spec)``.
+    spec: tuple[str, dict[str, Any]] = ("", {})
 
 
-def run_job(
-    job: FolderJob, writer: RecordWriter, run: RunOptions, pin_memory: bool = False
-) -> tuple[int, int]:
-    """The loop both commands share: expand inputs, skip finished ones, decode in workers,
-    infer on the readable items of each batch, write one row per input. -> (ok, failed)."""
+def plan_inputs(job: FolderJob, writer: RecordWriter, run: RunOptions) -> tuple[list[Path], int]:
+    """Expand the job's inputs, write a row for each that matched nothing, skip the finished
+    ones. -> (the paths still to do, how many failed already)."""
     paths, unmatched = expand_paths(job.inputs, job.suffixes)
     if run.shard is not None:
         paths, unmatched = run.shard.select(paths, unmatched)
@@ -105,7 +119,32 @@ def run_job(
     todo = [p for p in paths if not writer.is_done(p)]
     if writer.done:
         log.info("resuming: %d of %d inputs already done", len(paths) - len(todo), len(paths))
-    ok, failed = 0, len(unmatched)
+    return todo, len(unmatched)
+
+
+def batch_rows(job: FolderJob, paths: Sequence[Path], batch: dict) -> list[dict]:
+    """One decoded batch (``index``, ``image``, ``error`` as the job's dataset gives them,
+    ``index`` into ``paths``) -> one row per item, in order: the model's record or the
+    item's error."""
+    good = [j for j, e in enumerate(batch["error"]) if not e]
+    items = [paths[batch["index"][j]] for j in good]
+    results = iter(job.infer(_take(batch["image"], good), items) if good else [])
+    rows = []
+    for j, idx in enumerate(batch["index"]):
+        if batch["error"][j]:
+            rows.append(error_record(paths[idx], batch["error"][j]))
+        else:
+            rows.append({"path": str(paths[idx]), **next(results)})
+    return rows
+
+
+def run_job(
+    job: FolderJob, writer: RecordWriter, run: RunOptions, pin_memory: bool = False
+) -> tuple[int, int]:
+    """The loop both commands share: expand inputs, skip finished ones, decode in workers,
+    infer on the readable items of each batch, write one row per input. -> (ok, failed)."""
+    todo, failed = plan_inputs(job, writer, run)
+    ok = 0
     dataset = job.make_dataset(todo)
     collate = getattr(dataset, "collate", None)  # datasets of unstackable items bring their own
     batch_size = run.batch_size or 1
@@ -116,28 +155,23 @@ def run_job(
         _ctrl_c_reaches_workers(),
     ):
         for batch in batches:
-            good = [j for j, e in enumerate(batch["error"]) if not e]
-            items = [todo[batch["index"][j]] for j in good]
-            results = iter(job.infer(_take(batch["image"], good), items) if good else [])
-            rows = []
-            for j, idx in enumerate(batch["index"]):
-                if batch["error"][j]:
-                    rows.append(error_record(todo[idx], batch["error"][j]))
-                    failed += 1
-                else:
-                    rows.append({"path": str(todo[idx]), **next(results)})
-                    ok += 1
+            rows = batch_rows(job, todo, batch)
+            bad = sum("error" in row for row in rows)
+            ok, failed = ok + len(rows) - bad, failed + bad
             writer.write(rows)
             bar.update(len(rows))
     return ok, failed
 
 
-def _run(job: FolderJob, run: RunOptions, csv_fields: Sequence[str], device: torch.device) -> int:
-    """Open the output (truncating it: only now that the model is loaded), run, report.
-    -> 0, or 1 when no input could be done."""
-    writer = RecordWriter(run.out, resume=run.resume, csv_fields=csv_fields)
+def _run(job: FolderJob, run: RunOptions, device: torch.device) -> int:
+    """Open the output (truncating it: only now that the model is loaded), run here or on the
+    run's engine, report. -> 0, or 1 when no input could be done."""
+    writer = RecordWriter(run.out, resume=run.resume, csv_fields=job.csv_fields)
     try:
-        ok, failed = run_job(job, writer, run, pin_memory=device.type == "cuda")
+        if run.engine is not None:
+            ok, failed = run.engine.run(job, writer, run)
+        else:
+            ok, failed = run_job(job, writer, run, pin_memory=device.type == "cuda")
     finally:
         writer.close()
     where = f" -> {run.out}" if run.out else ""
@@ -185,27 +219,73 @@ def caption_files(
 
     ``bundle``: a model name or a bundle folder (default: the caption model). ``run``: the
     :class:`RunOptions` keywords (``out``, ``batch_size`` (16), ``workers``,
-    ``device``, ``resume``, ``progress``, ``shard``).
+    ``device``, ``resume``, ``progress``, ``shard``, ``engine``).
     """
     opts = RunOptions.of(run, batch_size=16)
     cap = model or load(bundle, device=opts.device)
     if not isinstance(cap, Captioner):
         raise ValueError(f"{bundle} is not a caption bundle (task: activity)")
+    job = caption_job(cap, inputs, beam_size=beam_size, n_best=n_best, max_len=max_len)
+    if model is None:  # an engine's workers load the same bundle
+        job = replace(job, spec=("caption", {**job.spec[1], "bundle": _folder(bundle, "caption")}))
+    return _run(job, opts, cap.device)
+
+
+def _folder(bundle: str | os.PathLike | None, task: str) -> str:
+    return os.fspath(bundle_path(bundle, task).resolve())
+
+
+def caption_job(
+    cap: Captioner,
+    inputs: Sequence[str] = (),
+    *,
+    beam_size: int | None = None,
+    n_best: int = 1,
+    max_len: int | None = None,
+) -> FolderJob:
+    """What captioning a folder does with ``cap`` (bad search options fail here, before any
+    work)."""
     options = {"beam_size": beam_size, "n_best": n_best, "max_len": max_len}
-    cap.search_config(**options).validate(len(cap.vocab))  # bad options fail before any work
+    cap.search_config(**options).validate(len(cap.vocab))
 
     def infer(images: torch.Tensor, _paths: list[Path]) -> list[dict]:
         # Slots are in JSONL rows only: the CSV columns stay those of CSV_FIELDS.
         results = cap.caption_tensors(images, **options)
         return [res.to_record(alternatives=n_best > 1) for res in results]
 
+    preprocess, limits = cap.preprocess, cap.limits  # what reading needs, not the model
+
     def dataset(todo: list[Path]) -> ImageFiles:
-        return ImageFiles(todo, cap.preprocess, cap.limits)
+        return ImageFiles(todo, preprocess, limits)
 
     # n-best alternatives get their own CSV column (JSON text) rather than being dropped.
     fields = (*CSV_FIELDS, "alternatives") if n_best > 1 else CSV_FIELDS
-    job = FolderJob(inputs, IMAGE_SUFFIXES, dataset, infer, "captioning", "captioned", "images")
-    return _run(job, opts, fields, cap.device)
+    spec = ("caption", {"bundle": None, **options})  # bundle: set by whoever loaded it
+    return FolderJob(
+        inputs, IMAGE_SUFFIXES, dataset, infer, "captioning", "captioned", "images", fields, spec
+    )
+
+
+def job_from_spec(task: str, options: dict[str, Any], device: str = "auto") -> FolderJob:
+    """The job a :attr:`FolderJob.spec` describes, with its model loaded here (an engine's
+    worker builds the driver's job this way)."""
+    options = dict(options)
+    bundle = options.pop("bundle", None)
+    if bundle is None:
+        raise ValueError(
+            "this job's model was passed in memory (model=...): an engine's workers need a "
+            "bundle folder to load, pass bundle=PATH instead"
+        )
+    if task == "caption":
+        cap = load(bundle_path(bundle, "caption"), device=device)
+        if not isinstance(cap, Captioner):
+            raise ValueError(f"{bundle} is not a caption bundle")
+        return caption_job(cap, **options)
+    if task == "activity":
+        motion = options.pop("motion", "default")
+        clf = _activity_model(bundle, device, motion)
+        return activity_job(clf, **options)
+    raise ValueError(f"unknown job task {task!r}: 'caption' or 'activity'")
 
 
 class PreparedVideos(Dataset):
@@ -281,7 +361,6 @@ def label_videos(
 
     ``motion``: what reads the description's motion (a motion bundle folder, ``"default"``
     for the shipped one, None or ``"geometry"`` for the geometry rule; ignored with ``model``).
-
     Records: ``{"path", "label", "score", "top_k"}`` (+ ``"timeline"``) or ``{"path", "error"}``.
     Videos are decoded with the classifier's own limits, as the Python API and the service do.
     ``run``: the :class:`RunOptions` keywords (``batch_size`` 4 videos by default).
@@ -291,11 +370,36 @@ def label_videos(
         raise ValueError(f"--top-k must be >= 1, got {top_k}")
     if timeline:  # refuse a bad window / stride before any work
         check_timeline(window, stride)
-    clf = model or load(bundle_path(bundle, "activity"), device=opts.device)
+    clf = model or _activity_model(bundle, opts.device, motion)
+    job = activity_job(clf, inputs, top_k=top_k, timeline=timeline, window=window, stride=stride)
+    if model is None:
+        where = {"bundle": _folder(bundle, "activity"), "motion": motion}
+        job = replace(job, spec=("activity", {**job.spec[1], **where}))
+    return _run(job, opts, clf.device)
+
+
+def _activity_model(
+    bundle: str | os.PathLike | None, device: str, motion: str | os.PathLike | None
+) -> ActivityClassifier:
+    clf = load(bundle_path(bundle, "activity"), device=device)
     if not isinstance(clf, ActivityClassifier):
         raise ValueError(f"{bundle} is not an activity bundle (task: caption)")
-    if model is None and motion != "default":
+    if motion != "default":
         clf.motion = motion_reader(None if motion == "geometry" else motion)
+    return clf
+
+
+def activity_job(
+    clf: ActivityClassifier,
+    inputs: Sequence[str] = (),
+    *,
+    top_k: int = 5,
+    timeline: bool = False,
+    window: float | None = None,
+    stride: float | None = None,
+) -> FolderJob:
+    """What labelling videos does with ``clf``."""
+    asked = {"top_k": top_k, "timeline": timeline, "window": window, "stride": stride}
     if timeline:
         window, stride = clf.timeline_window(window, stride)
 
@@ -307,17 +411,14 @@ def label_videos(
                 row["timeline_error"] = timeline_error
         return rows
 
-    def dataset(todo: list[Path]) -> PreparedVideos:
-        return PreparedVideos(
-            todo,
-            clf.num_frames,
-            clf.size,
-            clf.limits,
-            timeline,
-            window,
-            stride,
-            getattr(clf, "describe", False),
-        )
+    reading = (clf.num_frames, clf.size, clf.limits, timeline, window, stride)
+    describe = getattr(clf, "describe", False)
 
-    job = FolderJob(inputs, VIDEO_SUFFIXES, dataset, infer, "labelling", "labelled", "videos")
-    return _run(job, opts, ACTIVITY_CSV_FIELDS, clf.device)
+    def dataset(todo: list[Path]) -> PreparedVideos:  # holds what reading needs, not the model
+        return PreparedVideos(todo, *reading, describe)
+
+    spec = ("activity", {"bundle": None, **asked})  # bundle: set by whoever loaded it
+    return FolderJob(
+        inputs, VIDEO_SUFFIXES, dataset, infer, "labelling", "labelled", "videos",
+        ACTIVITY_CSV_FIELDS, spec,
+    )  # fmt: skip

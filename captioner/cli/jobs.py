@@ -48,6 +48,7 @@ def add_caption(sub) -> None:
     p.add_argument("--out", help="output .jsonl or .csv (default: JSON lines on stdout)")
     p.add_argument("--resume", action="store_true", help=RESUME_HELP)
     p.add_argument("--shard", type=shard_arg, metavar="I/N", help=SHARD_HELP)
+    add_engine_options(p)
     p.set_defaults(func=_cmd_caption)
 
 
@@ -75,8 +76,43 @@ def _cmd_caption(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         resume=args.resume,
+        engine=engine_from_args(args),
     )
     return run_sharded(job, args.out, args.shard, args.device)
+
+
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """--engine and its Ray options (the same for both folder commands)."""
+    g = p.add_argument_group("engine (past one machine)")
+    g.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process's decoding workers; ray: a Ray Data actor pool on a running "
+        "cluster (--address or $RAY_ADDRESS) or a local Ray (needs captioner[ray])",
+    )
+    g.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else local)")
+    g.add_argument("--concurrency", type=positive, default=1, help="Ray actors, one model each")
+    g.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per Ray actor")
+    g.add_argument("--num-cpus", type=float, help="CPUs per Ray actor (default: Ray's, 1)")
+
+
+def engine_from_args(args: argparse.Namespace):
+    """The engine --engine names (None: local), its options checked before any work."""
+    if args.engine == "local":
+        for flag in ("address", "num_cpus"):
+            if getattr(args, flag) is not None:
+                raise ValueError(f"--{flag.replace('_', '-')} is a Ray option: add --engine ray")
+        return None
+    if args.shard is not None:
+        raise ValueError("--shard splits work by hand: with --engine ray, Ray places the work")
+    from captioner.engines.ray_data import RayEngine, require_ray
+
+    try:
+        require_ray()
+    except ImportError as exc:
+        raise ValueError(str(exc)) from None
+    return RayEngine(args.address, args.concurrency, args.num_gpus, args.num_cpus)
 
 
 def add_activity(sub) -> None:
@@ -114,6 +150,7 @@ def add_activity(sub) -> None:
     p.add_argument("--out", help="output .jsonl or .csv (default: JSON lines on stdout)")
     p.add_argument("--resume", action="store_true", help=RESUME_HELP)
     p.add_argument("--shard", type=shard_arg, metavar="I/N", help=SHARD_HELP)
+    add_engine_options(p)
     p.set_defaults(func=_cmd_activity)
 
 
@@ -140,6 +177,7 @@ def _cmd_activity(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         resume=args.resume,
+        engine=engine_from_args(args),
     )
     return run_sharded(job, args.out, args.shard, args.device)
 
