@@ -26,7 +26,28 @@ pytestmark = pytest.mark.slow
 
 
 def _train(scene_data: Path, out: Path, batch: int, ranks: int, *extra: str) -> None:
-    args = [
+    args = _train_args(scene_data, out, batch, *extra)
+    if ranks == 1:
+        cmd = [sys.executable, "-m", "captioner", *args]
+    else:
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nproc_per_node={ranks}",
+            "--master_addr=127.0.0.1",
+            f"--master_port={free_port()}",
+            "-m",
+            "captioner",
+            *args,
+        ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _train_args(scene_data: Path, out: Path, batch: int, *extra: str) -> list[str]:
+    return [
         "train",
         "caption",
         "--data",
@@ -63,23 +84,6 @@ def _train(scene_data: Path, out: Path, batch: int, ranks: int, *extra: str) -> 
         "0",
         *extra,
     ]
-    if ranks == 1:
-        cmd = [sys.executable, "-m", "captioner", *args]
-    else:
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            f"--nproc_per_node={ranks}",
-            "--master_addr=127.0.0.1",
-            f"--master_port={free_port()}",
-            "-m",
-            "captioner",
-            *args,
-        ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def _history(bundle: Path) -> list[dict]:
@@ -126,3 +130,29 @@ def test_ddp_resume_continues_where_it_stopped(scene_data: Path, runs: dict[str,
     assert [r["epoch"] for r in resumed] == [1, 2, 3]
     for a, b in zip(resumed, straight, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+
+
+def test_two_nodes_on_localhost_train_one_model(scene_data: Path, tmp_path: Path) -> None:
+    """torchrun --nnodes 2 --rdzv-backend c10d, both "nodes" on this machine: the documented
+    multi-node command. The two node launchers meet, train together and rank 0 writes the one
+    bundle, with the same losses as the one-machine run of two ranks."""
+    out = tmp_path / "two-nodes"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1"]
+    launcher += ["--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}"]
+    launcher += ["--rdzv-id=train-two-nodes", "-m", "captioner"]
+    args = _train_args(scene_data, out, 4, "--epochs", "1")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    nodes = [
+        subprocess.Popen([*launcher, *args], env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    errs = [node.communicate(timeout=300)[1] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], [e[-2000:] for e in errs]
+    history = _history(out)
+    assert [r["epoch"] for r in history] == [1]  # one model, logged once
+    assert (out / "manifest.json").is_file()
+    one_machine = tmp_path / "one-machine"
+    _train(scene_data, one_machine, 4, 2, "--epochs", "1")
+    assert history[0]["train_loss"] == pytest.approx(_history(one_machine)[0]["train_loss"])

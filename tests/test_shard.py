@@ -286,3 +286,29 @@ def test_torchrun_two_ranks_equal_a_single_run(fast_load, tiny_bundle, inputs, t
     for i in range(2):
         assert Shard(i, 2).part_path(out).stat().st_size > 0
     assert "merged 2 parts (10 rows)" in done.stderr
+
+
+@pytest.mark.slow
+def test_two_nodes_on_localhost_equal_a_single_run(fast_load, tiny_bundle, inputs, tmp_path):
+    """torchrun --nnodes 2 with the c10d rendezvous, both "nodes" on this machine."""
+    single = tmp_path / "single.jsonl"
+    assert caption(tiny_bundle, *inputs, "--out", str(single)) == 0
+    out = tmp_path / "captions.jsonl"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1"]
+    launcher += ["--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}"]
+    launcher += ["--rdzv-id=two-nodes"]
+    command = ["-m", "captioner", "caption", *inputs, "--out", str(out)]
+    command += ["--bundle", str(tiny_bundle), "--device", "cpu", "--workers", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    nodes = [
+        subprocess.Popen(
+            [*launcher, *command], env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    errs = [node.communicate(timeout=300)[1] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], [e[-2000:] for e in errs]
+    assert out.read_bytes() == single.read_bytes()
+    assert any("merged 2 parts (10 rows)" in e for e in errs)
