@@ -153,6 +153,22 @@ class ActivityPredictor(JobPredictor):
         super().__init__("activity", options, device)
 
 
+def _connect(ray: Any, address: str | None) -> None:
+    """Join the cluster at ``address`` (None: start a local Ray); a clear error if it fails."""
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    try:
+        if address is None:
+            ray.init(include_dashboard=False, **quiet)
+        else:
+            ray.init(address=address, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        raise ValueError(
+            f"could not start or reach {where}: {' '.join(str(exc).split())[:300]} "
+            "(check --address / $RAY_ADDRESS, and the cluster's auth token if it uses one)"
+        ) from exc
+
+
 @dataclass(frozen=True)
 class RayEngine:
     """Run folder jobs on Ray Data: files are decoded in Ray tasks (at most the job's
@@ -176,13 +192,7 @@ class RayEngine:
         if not todo:
             return 0, failed
         if not ray.is_initialized():
-            address = self.address or os.environ.get("RAY_ADDRESS")
-            ray.init(
-                address=address,
-                include_dashboard=False,
-                log_to_driver=False,
-                logging_level=logging.WARNING,
-            )
+            _connect(ray, self.address or os.environ.get("RAY_ADDRESS"))
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # rows in input order, as the local job
         ctx.enable_progress_bars = False  # ours counts files
