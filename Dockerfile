@@ -86,3 +86,14 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4)"]
 CMD ["captioner", "serve", "--host", "0.0.0.0", "--port", "8000"]
+
+# ---------------------------------------------------------------- ray (batch jobs) ----------
+# The cuda image plus Ray Data (the [ray] extra): the head and worker image of the KubeRay
+# RayJob in deploy/k8s/ray/ (captioner caption ... --engine ray). KubeRay starts Ray in it.
+FROM cuda-build AS ray-build
+RUN pip install -c /src/constraints.txt "/src[ray]"
+
+FROM cuda AS ray
+COPY --from=ray-build /opt/venv /opt/venv
+CMD ["captioner", "caption", "--help"]
+
