@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import pickle
 from dataclasses import dataclass
@@ -156,6 +157,8 @@ class ActivityPredictor(JobPredictor):
 def _connect(ray: Any, address: str | None) -> None:
     """Join the cluster at ``address`` (None: start a local Ray); a clear error if it fails."""
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    if logging.getLogger().level >= logging.WARNING:  # -q: Ray Data's INFO lines too
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     try:
         if address is None:
             ray.init(include_dashboard=False, **quiet)
@@ -198,7 +201,9 @@ class RayEngine:
         ctx.enable_progress_bars = False  # ours counts files
         device = "cuda" if self.num_gpus > 0 else "cpu" if run.device == "auto" else run.device
         batch_size = run.batch_size or 1
-        ds = ray.data.from_items([{"path": str(p)} for p in todo])
+        # a block per batch: Ray Data gives a small listing one block, hence one busy actor
+        blocks = max(1, math.ceil(len(todo) / batch_size))
+        ds = ray.data.from_items([{"path": str(p)} for p in todo], override_num_blocks=blocks)
         if run.workers:  # decode in Ray tasks, as the local job decodes in its workers
             ds = ds.map_batches(
                 decode_batch,
@@ -210,7 +215,8 @@ class RayEngine:
         cpus = self.num_cpus
         if cpus is None:  # what the decoding tasks leave, shared; else Ray can deadlock
             free = ray.cluster_resources().get("CPU", 1.0) - _DECODE_CPUS * run.workers
-            cpus = max(0.1, min(1.0, free / self.concurrency))
+            # and at most what leaves a decoding task room on a one-CPU node beside an actor
+            cpus = max(0.1, min(1.0 - _DECODE_CPUS, free / self.concurrency))
         resources: dict[str, Any] = {"num_gpus": self.num_gpus, "num_cpus": cpus}
         threads = self.threads or (
             None if device != "cpu" else max(1, (os.cpu_count() or 1) // self.concurrency)
