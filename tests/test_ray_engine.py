@@ -124,6 +124,22 @@ def test_without_ray_the_command_says_which_extra(monkeypatch, mixed: Path, capl
     assert "captioner[ray]" in caplog.text
 
 
+def test_an_address_where_nothing_listens_fails_in_seconds(mixed: Path, tmp_path, caplog) -> None:
+    import time
+
+    from tests.service_helpers import free_port
+
+    start = time.monotonic()
+    address = f"127.0.0.1:{free_port()}"
+    out = tmp_path / "kept.jsonl"
+    out.write_text('{"path": "earlier.jpg", "caption": "a row from an earlier run"}\n')
+    argv = ["caption", str(mixed), "--engine", "ray", "--address", address, "--out", str(out)]
+    assert main([*argv, "-q"]) == 2
+    assert time.monotonic() - start < 60  # Ray alone retries for about 5 minutes
+    assert f"nothing answers at the Ray address {address}" in caplog.text
+    assert "earlier run" in out.read_text()  # refused before the output was opened
+
+
 def test_ray_options_need_the_ray_engine(mixed: Path, caplog) -> None:
     assert main(["caption", str(mixed), "--address", "auto", "-q"]) == 2
     assert "--engine ray" in caplog.text

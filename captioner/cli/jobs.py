@@ -112,7 +112,9 @@ def engine_from_args(args: argparse.Namespace):
         require_ray()
     except ImportError as exc:
         raise ValueError(str(exc)) from None
-    return RayEngine(args.address, args.concurrency, args.num_gpus, args.num_cpus)
+    engine = RayEngine(args.address, args.concurrency, args.num_gpus, args.num_cpus)
+    engine.check()  # an address where nothing listens fails before the model loads
+    return engine
 
 
 def add_activity(sub) -> None:

@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import pickle
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,21 @@ def _connect(ray: Any, address: str | None) -> None:
         ) from exc
 
 
+def _answers(address: str, timeout_s: float = 10.0) -> None:
+    """Fail in seconds when nothing listens at a ``host:port`` address (Ray itself retries
+    for minutes); ``auto`` and addresses without a port are left to Ray."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ValueError(
+            f"nothing answers at the Ray address {address} ({exc}): start the cluster "
+            "(ray start --head) or fix --address / $RAY_ADDRESS"
+        ) from exc
+
+
 @dataclass(frozen=True)
 class RayEngine:
     """Run folder jobs on Ray Data: files are decoded in Ray tasks (at most the job's
@@ -185,17 +201,26 @@ class RayEngine:
     num_cpus: float | None = None
     threads: int | None = None  # torch threads per CPU actor (default: the cores / concurrency)
 
+    def check(self) -> str | None:
+        """The cluster address to join (None: a local Ray), ValueError at once if nothing
+        answers there: before any model loads or any output file is opened."""
+        address = self.address or os.environ.get("RAY_ADDRESS")
+        if address is not None:
+            _answers(address)
+        return address
+
     def run(self, job: FolderJob, writer: RecordWriter, run: RunOptions) -> tuple[int, int]:
         """Plan the inputs here, infer on the actor pool, write the rows in input order."""
         ray = require_ray()
         task, options = job.spec
         if not task or options.get("bundle") is None:
             raise ValueError("--engine ray needs a bundle folder its workers can load")
+        address = self.check()
         todo, failed = plan_inputs(job, writer, run)
         if not todo:
             return 0, failed
         if not ray.is_initialized():
-            _connect(ray, self.address or os.environ.get("RAY_ADDRESS"))
+            _connect(ray, address)
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # rows in input order, as the local job
         ctx.enable_progress_bars = False  # ours counts files
