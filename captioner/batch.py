@@ -16,7 +16,7 @@ import multiprocessing.connection
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -144,18 +144,29 @@ def run_job(
     """The loop both commands share: expand inputs, skip finished ones, decode in workers,
     infer on the readable items of each batch, write one row per input. -> (ok, failed)."""
     todo, failed = plan_inputs(job, writer, run)
-    ok = 0
     dataset = job.make_dataset(todo)
     collate = getattr(dataset, "collate", None)  # datasets of unstackable items bring their own
     batch_size = run.batch_size or 1
     loader = image_loader(dataset, batch_size, run.workers, pin_memory, collate_fn=collate)
     batches = iter(loader)  # named, so on Ctrl-C its workers are stopped before it is freed
-    with (
-        progress_bar(total=len(todo), desc=job.desc, unit="file", enabled=run.progress) as bar,
-        _ctrl_c_reaches_workers(),
-    ):
-        for batch in batches:
-            rows = batch_rows(job, todo, batch)
+    with _ctrl_c_reaches_workers():
+        rows = (batch_rows(job, todo, batch) for batch in batches)
+        return write_rows(job, writer, run, rows, len(todo), failed)
+
+
+def write_rows(
+    job: FolderJob,
+    writer: RecordWriter,
+    run: RunOptions,
+    batches: Iterable[list[dict]],
+    total: int,
+    failed: int = 0,
+) -> tuple[int, int]:
+    """Write each batch of rows as it comes, with a progress bar over ``total`` inputs.
+    -> (ok, failed): rows with an ``error`` are failures, added to ``failed``."""
+    ok = 0
+    with progress_bar(total=total, desc=job.desc, unit="file", enabled=run.progress) as bar:
+        for rows in batches:
             bad = sum("error" in row for row in rows)
             ok, failed = ok + len(rows) - bad, failed + bad
             writer.write(rows)
@@ -222,13 +233,18 @@ def caption_files(
     ``device``, ``resume``, ``progress``, ``shard``, ``engine``).
     """
     opts = RunOptions.of(run, batch_size=16)
-    cap = model or load(bundle, device=opts.device)
-    if not isinstance(cap, Captioner):
-        raise ValueError(f"{bundle} is not a caption bundle (task: activity)")
+    cap = model or _caption_model(bundle, opts.device)
     job = caption_job(cap, inputs, beam_size=beam_size, n_best=n_best, max_len=max_len)
     if model is None:  # an engine's workers load the same bundle
         job = replace(job, spec=("caption", {**job.spec[1], "bundle": _folder(bundle, "caption")}))
     return _run(job, opts, cap.device)
+
+
+def _caption_model(bundle: str | os.PathLike | None, device: str) -> Captioner:
+    cap = load(bundle_path(bundle, "caption"), device=device)
+    if not isinstance(cap, Captioner):
+        raise ValueError(f"{bundle} is not a caption bundle (task: activity)")
+    return cap
 
 
 def _folder(bundle: str | os.PathLike | None, task: str) -> str:
@@ -277,10 +293,7 @@ def job_from_spec(task: str, options: dict[str, Any], device: str = "auto") -> F
             "bundle folder to load, pass bundle=PATH instead"
         )
     if task == "caption":
-        cap = load(bundle_path(bundle, "caption"), device=device)
-        if not isinstance(cap, Captioner):
-            raise ValueError(f"{bundle} is not a caption bundle")
-        return caption_job(cap, **options)
+        return caption_job(_caption_model(bundle, device), **options)
     if task == "activity":
         motion = options.pop("motion", "default")
         clf = _activity_model(bundle, device, motion)

@@ -40,9 +40,9 @@ from captioner.batch import (
     batch_rows,
     job_from_spec,
     plan_inputs,
+    write_rows,
 )
 from captioner.data.images import collate as stack_images
-from captioner.progress import progress_bar
 from captioner.records import RecordWriter
 
 __all__ = [
@@ -113,7 +113,7 @@ def decode_batch(batch: dict[str, np.ndarray], make_dataset: Any) -> dict[str, n
 
 
 def _unpack(index: int, payload: bytes, error: str) -> dict[str, Any]:
-    # made by DecodeBatch of this same job and carried by Ray's object store; never a file
+    # made by decode_batch for this same job and carried by Ray's object store; never a file
     return {"index": index, "image": pickle.loads(payload), "error": str(error)}
 
 
@@ -254,12 +254,6 @@ class RayEngine:
             compute=ray.data.ActorPoolStrategy(size=self.concurrency),
             **resources,
         )
-        ok = 0
-        with progress_bar(total=len(todo), desc=job.desc, unit="file", enabled=run.progress) as bar:
-            for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
-                rows = [json.loads(r) for r in batch["record"]]
-                bad = sum("error" in row for row in rows)
-                ok, failed = ok + len(rows) - bad, failed + bad
-                writer.write(rows)
-                bar.update(len(rows))
-        return ok, failed
+        batches = out.iter_batches(batch_size=None, batch_format="numpy")
+        rows = ([json.loads(r) for r in batch["record"]] for batch in batches)
+        return write_rows(job, writer, run, rows, len(todo), failed)
